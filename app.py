@@ -1,0 +1,36 @@
+"""Run the settlement server: `python app.py [--host H] [--port P] [--database URL] [--redis URL]`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiohttp import web
+
+from settlement import config, logs
+from settlement.web import create_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = config.parse(argv)
+    logs.configure(settings.log_level)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux
+        pass
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=lambda *_: print(
+            f"settlement listening on http://{settings.host}:{settings.port}", file=sys.stderr
+        ),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

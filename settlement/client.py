@@ -1,0 +1,200 @@
+"""A small async client for bots, tests and the benchmark (python-socketio `AsyncClient`).
+
+One method per command. Each mutating call gets a fresh `request_id` and is
+retried with the *same* id when its ack is lost (timeout or dropped link), so
+a retry can never apply a command twice. The client remembers its seat and
+reconnects with it in `auth`, as the protocol's connect-time resume allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import socketio
+
+NAMESPACE = "/settlement"
+
+
+class CommandError(Exception):
+    """An error ack: `code` and `message` as the server sent them, plus `state` if any."""
+
+    def __init__(self, ack: dict[str, Any]) -> None:
+        error = ack.get("error") or {}
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.code: str = error.get("code", "")
+        self.message: str = error.get("message", "")
+        self.state: dict[str, Any] | None = ack.get("state")
+        self.ack = ack
+
+
+class SettlementClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        view: str = "json",
+        timeout: float = 5.0,
+        retries: int = 3,
+        transports: list[str] | None = None,
+    ) -> None:
+        self.url = url
+        self.view = view
+        self.timeout = timeout
+        self.retries = retries
+        self.transports = transports or ["websocket"]
+        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2)
+        self.connection_id: str | None = None
+        self.party: str | None = None
+        self.token: str | None = None
+        self.states: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.last_state: dict[str, Any] | None = None
+        self._changed = asyncio.Condition()
+        self.sio.on("state", self._on_state, namespace=NAMESPACE)
+        self.sio.on("error", self._on_error, namespace=NAMESPACE)
+
+    # -- connection -----------------------------------------------------------
+
+    def _auth(self) -> dict[str, Any]:
+        auth: dict[str, Any] = {"view": self.view}
+        if self.connection_id and self.token:
+            auth.update(connection_id=self.connection_id, token=self.token)
+        return auth
+
+    async def connect(self) -> SettlementClient:
+        await self.sio.connect(
+            self.url,
+            namespaces=[NAMESPACE],
+            transports=self.transports,
+            auth=self._auth,
+            wait_timeout=self.timeout,
+        )
+        return self
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+    async def __aenter__(self) -> SettlementClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _on_state(self, state: dict[str, Any]) -> None:
+        self.states.append(state)
+        if self.last_state is None or state["seq"] >= self.last_state["seq"]:
+            self.last_state = state
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _on_error(self, error: dict[str, Any]) -> None:
+        self.errors.append(error)
+
+    async def wait_for_state(self, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """Wait until a received snapshot satisfies `predicate(state)`."""
+
+        async def check() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    for state in reversed(self.states):
+                        if predicate(state):
+                            return state
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(check(), timeout)
+
+    # -- commands -------------------------------------------------------------
+
+    async def call(self, event: str, payload: Any = None) -> dict[str, Any]:
+        """Send a command and return its ack (ok or not), retrying a lost ack with the same id."""
+        if payload is None:
+            payload = {}
+        if isinstance(payload, dict) and event not in ("history", "receipt", "resume"):
+            payload = {**payload}
+            payload.setdefault("request_id", uuid.uuid4().hex)
+        last: Exception | None = None
+        for _ in range(self.retries + 1):
+            try:
+                if not self.sio.connected:
+                    await self.connect()
+                ack: dict[str, Any] = await self.sio.call(
+                    event, payload, namespace=NAMESPACE, timeout=self.timeout
+                )
+                return ack
+            except (
+                socketio.exceptions.TimeoutError,
+                socketio.exceptions.BadNamespaceError,
+                socketio.exceptions.ConnectionError,
+            ) as exc:
+                last = exc
+                await asyncio.sleep(0.2)
+        raise ConnectionError(f"{event}: no ack after {self.retries + 1} tries") from last
+
+    async def _ok(self, event: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        ack = await self.call(event, payload)
+        if not ack.get("ok"):
+            raise CommandError(ack)
+        return ack
+
+    def _seated(self, ack: dict[str, Any]) -> dict[str, Any]:
+        self.connection_id = ack["connection_id"]
+        self.party = ack["party"]
+        self.token = ack.get("token", self.token)
+        return ack
+
+    async def create(self, party: str = "A", currency: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"party": party}
+        if currency is not None:
+            payload["currency"] = currency
+        return self._seated(await self._ok("create", payload))
+
+    async def join(self, connection_id: str, party: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"connection_id": connection_id}
+        if party is not None:
+            payload["party"] = party
+        return self._seated(await self._ok("join", payload))
+
+    async def resume(self, connection_id: str, token: str) -> dict[str, Any]:
+        self.token = token
+        return self._seated(
+            await self._ok("resume", {"connection_id": connection_id, "token": token})
+        )
+
+    async def propose(self, amount: str) -> dict[str, Any]:
+        return await self._ok("propose", {"amount": amount})
+
+    async def respond(
+        self, decision: str, version: int, reason: str | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"decision": decision, "version": version}
+        if reason is not None:
+            payload["reason"] = reason
+        return await self._ok("respond", payload)
+
+    async def accept(self, version: int) -> dict[str, Any]:
+        return await self.respond("accept", version)
+
+    async def dispute(self, version: int, reason: str | None = None) -> dict[str, Any]:
+        return await self.respond("dispute", version, reason)
+
+    async def leave(self) -> dict[str, Any]:
+        ack = await self._ok("leave", {})
+        self.connection_id = self.party = self.token = None
+        return ack
+
+    async def history(self, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Every event after `after_seq`, following `more` across pages."""
+        events: list[dict[str, Any]] = []
+        while True:
+            ack = await self._ok("history", {"after_seq": after_seq})
+            events.extend(ack["events"])
+            if not ack.get("more") or not ack["events"]:
+                return events
+            after_seq = ack["events"][-1]["seq"]
+
+    async def receipt(self) -> dict[str, Any]:
+        ack = await self._ok("receipt", {})
+        receipt: dict[str, Any] = ack["receipt"]
+        return receipt

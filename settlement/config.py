@@ -1,0 +1,60 @@
+"""Settings from command-line flags and `SETTLEMENT_*` environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite:///settlement.db"
+    redis_url: str | None = None
+    max_amount: Decimal = Decimal("1000000000000")
+    rate_per_second: float = 20.0
+    rate_burst: int = 40
+    max_frame_bytes: int = 64 * 1024
+    key_dir: str | None = None  # where the signing key and token secret live
+    log_level: str = "INFO"
+
+    def keys_path(self) -> Path:
+        """Beside the SQLite file by default: `<db>.keys/`."""
+        if self.key_dir:
+            return Path(self.key_dir)
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///") + ".keys")
+        return Path("settlement.keys")
+
+
+def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    d = Settings()
+    p = argparse.ArgumentParser(prog="app.py", description="Run the settlement server.")
+    p.add_argument("--host", default=env.get("SETTLEMENT_HOST", d.host))
+    p.add_argument("--port", type=int, default=int(env.get("SETTLEMENT_PORT", d.port)))
+    p.add_argument("--database", default=env.get("SETTLEMENT_DATABASE_URL", d.database_url))
+    p.add_argument("--redis", default=env.get("SETTLEMENT_REDIS_URL") or None)
+    p.add_argument("--max-amount", default=env.get("SETTLEMENT_MAX_AMOUNT", str(d.max_amount)))
+    p.add_argument(
+        "--rate", type=float, default=float(env.get("SETTLEMENT_RATE", d.rate_per_second))
+    )
+    p.add_argument("--burst", type=int, default=int(env.get("SETTLEMENT_BURST", d.rate_burst)))
+    p.add_argument("--key-dir", default=env.get("SETTLEMENT_KEY_DIR") or None)
+    p.add_argument("--log-level", default=env.get("SETTLEMENT_LOG_LEVEL", d.log_level))
+    a = p.parse_args(argv)
+    return Settings(
+        host=a.host,
+        port=a.port,
+        database_url=a.database,
+        redis_url=a.redis,
+        max_amount=Decimal(a.max_amount),
+        rate_per_second=a.rate,
+        rate_burst=a.burst,
+        key_dir=a.key_dir,
+        log_level=a.log_level.upper(),
+    )

@@ -1,0 +1,49 @@
+"""Prometheus metrics (prometheus-client), one registry per application."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+KNOWN_EVENTS = frozenset(
+    {"create", "join", "resume", "propose", "respond", "leave", "history", "receipt"}
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.commands = Counter(
+            "settlement_commands",
+            "Commands answered, by event and outcome.",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "settlement_command_seconds",
+            "Time from a command's arrival to its ack.",
+            ["event"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.sockets = Gauge(
+            "settlement_connected_sockets",
+            "Sockets connected to /settlement on this node.",
+            registry=r,
+        )
+        self.seated = Gauge(
+            "settlement_seated_sockets", "Sockets holding a seat on this node.", registry=r
+        )
+        self.open_rooms = Gauge(
+            "settlement_open_rooms", "Connections not yet settled (from the store).", registry=r
+        )
+        self.rooms_created = Counter(
+            "settlement_rooms_created", "Connections created on this node.", registry=r
+        )
+        self.settlements = Counter(
+            "settlement_settlements", "Connections settled (B accepted) on this node.", registry=r
+        )
+
+    def command(self, event: str, outcome: str, seconds: float) -> None:
+        self.commands.labels(event, outcome).inc()
+        self.latency.labels(event).observe(seconds)

@@ -1,0 +1,269 @@
+"""The negotiation rules, pure: a room's state plus a command gives events or a refusal.
+
+Nothing here knows about sockets, SQL or clocks: the caller passes `now`.
+A room *is* its event log; `fold`/`apply` rebuild the state from it, and
+`decide` returns the event bodies a command causes (not yet sealed into the
+hash chain) or the `Refusal` that answers it. Checks run in the protocol's
+order: seat (`wrong_party`), `settled`, values, then the room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+from . import money
+
+Party = Literal["A", "B"]
+PARTIES: tuple[Party, Party] = ("A", "B")
+GENESIS_HASH = "0" * 64
+
+STATUS_WORDS = ("awaiting_offer", "offer_pending", "disputed", "settled")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A command that changes nothing; `code` is the protocol's error code."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Create:
+    party: Party
+    currency: str
+
+
+@dataclass(frozen=True)
+class Join:
+    party: Party | None
+
+
+@dataclass(frozen=True)
+class Leave:
+    pass
+
+
+@dataclass(frozen=True)
+class Propose:
+    amount: Any  # the raw JSON value; parsed here so the order of checks holds
+
+
+@dataclass(frozen=True)
+class Respond:
+    decision: Literal["accept", "dispute"]
+    version: int
+    reason: str | None
+
+
+Command = Join | Leave | Propose | Respond
+
+
+@dataclass(frozen=True)
+class RoomState:
+    """The folded state of one room after its last event."""
+
+    connection_id: str
+    currency: str
+    seq: int
+    last_hash: str
+    status: str = "awaiting_offer"
+    seated: dict[str, bool] = field(default_factory=lambda: {"A": False, "B": False})
+    offer: dict[str, Any] | None = None
+    last_response: dict[str, Any] | None = None
+    settlement: dict[str, Any] | None = None
+    proposals: int = 0
+
+    def snapshot(self, online: dict[str, bool]) -> dict[str, Any]:
+        """The protocol's `state` object, with presence supplied by the caller."""
+        return {
+            "connection_id": self.connection_id,
+            "seq": self.seq,
+            "status": self.status,
+            "currency": self.currency,
+            "parties": {
+                p: {"seated": self.seated[p], "online": bool(self.seated[p] and online.get(p))}
+                for p in PARTIES
+            },
+            "offer": dict(self.offer) if self.offer else None,
+            "last_response": dict(self.last_response) if self.last_response else None,
+            "settlement": dict(self.settlement) if self.settlement else None,
+        }
+
+
+def apply(state: RoomState | None, event: dict[str, Any]) -> RoomState:
+    """Fold one sealed event into the state (the first event must be `created`)."""
+    kind = event["type"]
+    if state is None:
+        if kind != "created":
+            raise ValueError("a room's first event must be 'created'")
+        seated = {"A": False, "B": False}
+        seated[event["party"]] = True
+        return RoomState(
+            connection_id=event["connection_id"],
+            currency=event["currency"],
+            seq=event["seq"],
+            last_hash=event["hash"],
+            seated=seated,
+        )
+    changes: dict[str, Any] = {"seq": event["seq"], "last_hash": event["hash"]}
+    if kind == "joined":
+        changes["seated"] = {**state.seated, event["party"]: True}
+    elif kind == "left":
+        changes["seated"] = {**state.seated, event["party"]: False}
+    elif kind == "proposed":
+        changes["status"] = "offer_pending"
+        changes["offer"] = {
+            "amount": event["amount"],
+            "version": event["version"],
+            "proposed_at": event["at"],
+        }
+        changes["proposals"] = state.proposals + 1
+    elif kind in ("disputed", "accepted"):
+        response = {
+            "decision": "dispute" if kind == "disputed" else "accept",
+            "version": event["version"],
+            "reason": event.get("reason"),
+            "at": event["at"],
+        }
+        changes["last_response"] = response
+        if kind == "disputed":
+            changes["status"] = "disputed"
+        else:
+            changes["status"] = "settled"
+            changes["settlement"] = {
+                "amount": event["amount"],
+                "currency": state.currency,
+                "version": event["version"],
+                "settled_at": event["at"],
+                "receipt_id": event["hash"],
+            }
+    else:
+        raise ValueError(f"unknown event type {kind!r}")
+    return replace(state, **changes)
+
+
+def fold(events: Iterable[dict[str, Any]]) -> RoomState:
+    """Rebuild a room's state from its whole log."""
+    state: RoomState | None = None
+    for event in events:
+        state = apply(state, event)
+    if state is None:
+        raise ValueError("an empty log is not a room")
+    return state
+
+
+def _event(state: RoomState, kind: str, party: str, now: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "connection_id": state.connection_id,
+        "seq": state.seq + 1,
+        "type": kind,
+        "party": party,
+        "at": now,
+        **fields,
+    }
+
+
+def decide_create(connection_id: str, command: Create, now: str) -> list[dict[str, Any]]:
+    """The first event of a new room (the currency was validated by the caller)."""
+    return [
+        {
+            "connection_id": connection_id,
+            "seq": 1,
+            "type": "created",
+            "party": command.party,
+            "at": now,
+            "currency": command.currency,
+        }
+    ]
+
+
+def free_seat(state: RoomState) -> Party | None:
+    for party in PARTIES:
+        if not state.seated[party]:
+            return party
+    return None
+
+
+def decide(
+    state: RoomState,
+    actor: Party | None,
+    command: Command,
+    now: str,
+    maximum: Decimal = money.DEFAULT_MAXIMUM,
+) -> list[dict[str, Any]] | Refusal:
+    """The events `command` causes in `state`, or why it is refused.
+
+    `actor` is the seat of the socket sending it (None for `join`).
+    """
+    if isinstance(command, Join):
+        return _decide_join(state, command, now)
+    if actor is None:
+        return Refusal("not_seated", "Join or resume a connection first.")
+    if isinstance(command, Leave):
+        return [_event(state, "left", actor, now)]
+    if isinstance(command, Propose):
+        return _decide_propose(state, actor, command, now, maximum)
+    return _decide_respond(state, actor, command, now)
+
+
+def _decide_join(state: RoomState, command: Join, now: str) -> list[dict[str, Any]] | Refusal:
+    wanted = command.party
+    free = free_seat(state)
+    if free is None:
+        return Refusal("room_full", "Both seats of this connection are taken.")
+    if wanted is None:
+        wanted = free
+    elif state.seated[wanted]:
+        return Refusal(
+            "seat_taken",
+            f"Party {wanted}'s seat is taken; Party {free}'s seat is free.",
+        )
+    return [_event(state, "joined", wanted, now)]
+
+
+def _decide_propose(
+    state: RoomState, actor: Party, command: Propose, now: str, maximum: Decimal
+) -> list[dict[str, Any]] | Refusal:
+    if actor != "A":
+        return Refusal("wrong_party", "Only Party A proposes amounts; Party B accepts or disputes.")
+    if state.status == "settled":
+        return Refusal("settled", "This connection is settled; the amount is final.")
+    try:
+        value = money.parse_amount(command.amount, state.currency, maximum)
+    except money.MoneyError as err:
+        return Refusal(err.code, err.message)
+    version = (state.offer["version"] if state.offer else 0) + 1
+    amount = money.normalise(value, state.currency)
+    return [_event(state, "proposed", actor, now, amount=amount, version=version)]
+
+
+def _decide_respond(
+    state: RoomState, actor: Party, command: Respond, now: str
+) -> list[dict[str, Any]] | Refusal:
+    if actor != "B":
+        return Refusal("wrong_party", "Only Party B accepts or disputes; Party A proposes.")
+    if state.status == "settled":
+        return Refusal("settled", "This connection is settled; the amount is final.")
+    offer = state.offer
+    if offer is None:
+        return Refusal("no_offer", "There is no offer to answer yet.")
+    if command.version != offer["version"]:
+        return Refusal(
+            "stale_offer",
+            f"The offer changed: version {offer['version']} is now {offer['amount']} "
+            f"{state.currency}. Look at it and answer again.",
+        )
+    if state.status == "disputed":
+        return Refusal(
+            "already_responded",
+            "You already disputed this offer; wait for Party A to propose a new amount.",
+        )
+    if command.decision == "dispute":
+        return [
+            _event(state, "disputed", actor, now, version=offer["version"], reason=command.reason)
+        ]
+    return [_event(state, "accepted", actor, now, version=offer["version"], amount=offer["amount"])]

@@ -1,0 +1,166 @@
+"""The Socket.IO side: the `/settlement` namespace, its dispatch, and the JSON module.
+
+Client events are routed by `SettlementServer._handle_event_internal` rather
+than by `on_<event>` methods, for two reasons: events named like the server's
+own life-cycle handlers (`connect`, `disconnect`, ...) are refused instead of
+reaching those handlers with arguments the client chose (python-socketio
+would dispatch them), and every command of one socket runs in arrival order
+under that socket's lock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import socketio
+import structlog
+
+from . import views
+from .config import Settings
+from .rooms import Session, TokenBucket
+from .service import Service
+
+NAMESPACE = "/settlement"
+RESERVED_EVENTS = frozenset(
+    {
+        "connect",
+        "disconnect",
+        "connect_error",
+        "disconnecting",
+        "newListener",
+        "removeListener",
+        "message",
+        "*",
+    }
+)
+log = structlog.get_logger("settlement.realtime")
+
+
+class OrjsonModule:
+    """A `json`-compatible module for python-socketio: orjson, one pass, str out."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)
+
+
+class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's AsyncServer with the settlement command dispatch."""
+
+    service: Service
+    settings: Settings
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: list[Any], namespace: str, id: Any
+    ) -> None:
+        if namespace != NAMESPACE:
+            return
+        ack = await self._dispatch(sid, data)
+        if ack is not None and id is not None:
+            await server._send_packet(
+                eio_sid,
+                self.packet_class(socketio.packet.ACK, namespace=namespace, id=id, data=[ack]),
+            )
+
+    async def _dispatch(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
+        session = self.service.registry.sessions.get(sid)
+        if session is None or session.closed:
+            return None
+        event = data[0] if data else None
+        if not isinstance(event, str) or event in RESERVED_EVENTS:
+            name = event if isinstance(event, str) else "?"
+            log.warning("reserved_event_refused", sid=sid, event_name=str(name)[:40])
+            return {
+                "ok": False,
+                "error": {
+                    "code": "bad_request",
+                    "message": f"{str(name)[:40]!r} is not a command.",
+                },
+            }
+        args = data[1:]
+        if len(args) > 1:
+            payload: Any = args  # more than one argument: not an object payload
+        else:
+            payload = args[0] if args else None
+        if not session.bucket.take():
+            # Checked on arrival, before the socket's queue: "before everything else".
+            return await self.service.rate_limited(session, event, payload)
+        async with session.lock:
+            if session.closed:
+                return None
+            return await self.service.handle(session, event, payload)
+
+
+def build_server(settings: Settings) -> SettlementServer:
+    client_manager = None
+    if settings.redis_url:
+        client_manager = socketio.AsyncRedisManager(settings.redis_url)
+    sio = SettlementServer(
+        async_mode="aiohttp",
+        client_manager=client_manager,
+        json=OrjsonModule,
+        async_handlers=True,
+        always_connect=False,
+        max_http_buffer_size=settings.max_frame_bytes,
+        cors_allowed_origins=[],
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.settings = settings
+
+    @sio.on("connect", namespace=NAMESPACE)  # type: ignore[untyped-decorator]
+    async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        view = auth.get("view", "json") if isinstance(auth, dict) else "json"
+        session = Session(
+            sid=sid,
+            view="html" if view == "html" else "json",
+            locale=views.negotiate_locale(environ.get("HTTP_ACCEPT_LANGUAGE")),
+            bucket=TokenBucket(settings.rate_burst, settings.rate_per_second),
+        )
+        # Hold the socket's lock until the connect-time resume is done, so its
+        # first commands already see it seated. The resume runs after this
+        # handler returns, i.e. after the CONNECT packet is queued.
+        await session.lock.acquire()
+        sio.service.registry.sessions[sid] = session
+
+        async def after_connect() -> None:
+            try:
+                await sio.service.connect(session, auth)
+            except Exception:
+                log.exception("connect_failed", sid=sid)
+            finally:
+                session.lock.release()
+
+        sio.start_background_task(after_connect)
+
+    @sio.on("disconnect", namespace=NAMESPACE)  # type: ignore[untyped-decorator]
+    async def on_disconnect(sid: str, reason: Any = None) -> None:
+        session = sio.service.registry.sessions.get(sid)
+        if session is None:
+            return
+        session.closed = True
+        async with session.lock:
+            await sio.service.disconnect(session)
+
+    return sio
+
+
+class SioPublisher:
+    """The service's view of the Socket.IO manager: rooms and emits in one namespace."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+
+    async def enter(self, sid: str, room: str) -> None:
+        await self.sio.enter_room(sid, room, namespace=NAMESPACE)
+
+    async def leave(self, sid: str, room: str) -> None:
+        await self.sio.leave_room(sid, room, namespace=NAMESPACE)
+
+    async def emit(self, event: str, data: Any, *, room: str) -> None:
+        await self.sio.emit(event, data, to=room, namespace=NAMESPACE)

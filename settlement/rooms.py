@@ -1,0 +1,115 @@
+"""Local bookkeeping of sockets: sessions, seats, presence and render audiences.
+
+Everything here is about sockets connected to *this* process; the durable
+truth is in the store. Socket.IO rooms per connection and view let one
+change be rendered once per audience and fanned out by the manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .negotiation import Party
+
+
+class TokenBucket:
+    """Per-socket command budget: starts full; refused commands take no token."""
+
+    __slots__ = ("capacity", "rate", "tokens", "stamp")
+
+    def __init__(self, capacity: int, rate: float) -> None:
+        self.capacity = float(capacity)
+        self.rate = rate
+        self.tokens = float(capacity)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(eq=False)
+class Session:
+    """One connected socket of the `/settlement` namespace."""
+
+    sid: str
+    view: str
+    locale: str
+    bucket: TokenBucket
+    seat: tuple[str, Party] | None = None
+    last_seat: tuple[str, Party] | None = None
+    closed: bool = False
+    # Commands of one socket run one at a time, in the order they arrived.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def json_room(cid: str) -> str:
+    return f"{cid}:json"
+
+
+def html_room(cid: str, party: str, locale: str) -> str:
+    return f"{cid}:html:{party}:{locale}"
+
+
+class Registry:
+    """Which local sockets hold which seat, and which html audiences a room has."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+        self._holders: dict[tuple[str, str], set[str]] = {}
+        self._audiences: dict[str, Counter[tuple[str, str]]] = {}
+
+    def holders(self, cid: str, party: str) -> list[Session]:
+        return [
+            self.sessions[sid]
+            for sid in self._holders.get((cid, party), ())
+            if sid in self.sessions
+        ]
+
+    def online(self, cid: str) -> dict[str, bool]:
+        return {p: bool(self._holders.get((cid, p))) for p in ("A", "B")}
+
+    def audiences(self, cid: str) -> list[tuple[str, str]]:
+        return [a for a, n in self._audiences.get(cid, Counter()).items() if n > 0]
+
+    def has_sockets(self, cid: str) -> bool:
+        return any(self._holders.get((cid, p)) for p in ("A", "B"))
+
+    def seat(self, s: Session, cid: str, party: Party) -> list[str]:
+        """Record the seat; returns the Socket.IO rooms the socket must enter."""
+        s.seat = (cid, party)
+        self._holders.setdefault((cid, party), set()).add(s.sid)
+        if s.view == "html":
+            self._audiences.setdefault(cid, Counter())[(party, s.locale)] += 1
+            return [html_room(cid, party, s.locale)]
+        return [json_room(cid)]
+
+    def unseat(self, s: Session) -> list[str]:
+        """Forget the seat; returns the Socket.IO rooms the socket must leave."""
+        if s.seat is None:
+            return []
+        cid, party = s.seat
+        s.last_seat, s.seat = s.seat, None
+        holders = self._holders.get((cid, party))
+        if holders is not None:
+            holders.discard(s.sid)
+            if not holders:
+                del self._holders[(cid, party)]
+        if s.view == "html":
+            audience = self._audiences.get(cid)
+            if audience is not None:
+                audience[(party, s.locale)] -= 1
+                if audience[(party, s.locale)] <= 0:
+                    del audience[(party, s.locale)]
+                if not audience:
+                    del self._audiences[cid]
+            return [html_room(cid, party, s.locale)]
+        return [json_room(cid)]

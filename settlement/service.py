@@ -1,0 +1,678 @@
+"""Command handlers: check, load the room, decide, seal, commit, then tell.
+
+Every mutating command runs under the room's lock on this node, decides on
+the room's state, and commits its events, seat changes and idempotency record
+in one transaction. A `Conflict` (another process took the seq first) drops
+the cached room and decides again on fresh state. Acks and broadcasts are
+sent only after the commit returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from . import ledger, metrics, money, negotiation
+from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
+from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
+from .negotiation import Party, Refusal, RoomState
+from .rooms import Registry, Session
+from .signing import Signer
+from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
+
+log = structlog.get_logger("settlement")
+
+HISTORY_PAGE = 500
+MAX_ATTEMPTS = 8
+ROOM_CACHE = 20_000
+
+
+class Publisher(Protocol):
+    async def enter(self, sid: str, room: str) -> None: ...
+
+    async def leave(self, sid: str, room: str) -> None: ...
+
+    async def emit(self, event: str, data: Any, *, room: str) -> None: ...
+
+
+@dataclass
+class CachedRoom:
+    state: RoomState
+    events: list[dict[str, Any]]
+    token_hashes: dict[str, str | None]
+    receipt: dict[str, Any] | None = None
+
+
+@dataclass
+class PageRoom:
+    state: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class _Outcome:
+    ack: dict[str, Any]
+    seat: tuple[str, Party] | None = None  # seat the sender after commit
+    leave: bool = False
+    cached: CachedRoom | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def now_iso() -> str:
+    t = datetime.now(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _short(value: Any) -> str | None:
+    return None if value is None else str(value)[:64]
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def fingerprint(p: Payload) -> str:
+    body = {"event": p.event, "payload": p.fields}
+    return hashlib.sha256(ledger.canonical_json(body)).hexdigest()
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        signer: Signer,
+        mint: TokenMint,
+        *,
+        max_amount: Decimal = money.DEFAULT_MAXIMUM,
+        metrics_: metrics.Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.pub = publisher
+        self.signer = signer
+        self.mint = mint
+        self.max_amount = max_amount
+        self.metrics = metrics_ or metrics.Metrics()
+        self.registry = Registry()
+        self._rooms: OrderedDict[str, CachedRoom] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- rooms: cache, locks ------------------------------------------------
+
+    @asynccontextmanager
+    async def _room_lock(self, cid: str) -> AsyncIterator[None]:
+        lock = self._locks.get(cid)
+        if lock is None:
+            lock = self._locks[cid] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(cid) is lock:
+                del self._locks[cid]
+
+    async def _room(self, cid: str, *, fresh: bool = False) -> tuple[CachedRoom | None, bool]:
+        """The room and whether it came from the cache (possibly stale across processes)."""
+        if not fresh:
+            cached = self._rooms.get(cid)
+            if cached is not None:
+                self._rooms.move_to_end(cid)
+                return cached, True
+        stored = await self.store.load_room(cid)
+        if stored is None:
+            self._rooms.pop(cid, None)
+            return None, False
+        room = CachedRoom(negotiation.fold(stored.events), stored.events, stored.token_hashes)
+        self._remember(cid, room)
+        return room, False
+
+    def _remember(self, cid: str, room: CachedRoom) -> None:
+        self._rooms[cid] = room
+        self._rooms.move_to_end(cid)
+        while len(self._rooms) > ROOM_CACHE:
+            oldest = next(iter(self._rooms))
+            if self.registry.has_sockets(oldest):
+                self._rooms.move_to_end(oldest)
+                break
+            del self._rooms[oldest]
+
+    def _snapshot(
+        self, room: CachedRoom, *, online: dict[str, bool] | None = None
+    ) -> dict[str, Any]:
+        return room.state.snapshot(online or self.registry.online(room.state.connection_id))
+
+    async def _state_of(self, s: Session) -> dict[str, Any] | None:
+        if s.seat is None:
+            return None
+        try:
+            room, _ = await self._room(s.seat[0])
+        except Unavailable:
+            return None
+        return self._snapshot(room) if room else None
+
+    async def _refuse(self, s: Session, refusal: Refusal) -> dict[str, Any]:
+        ack: dict[str, Any] = {
+            "ok": False,
+            "error": {"code": refusal.code, "message": refusal.message},
+        }
+        state = await self._state_of(s)
+        if state is not None:
+            ack["state"] = state
+        return ack
+
+    # -- the command pipeline ------------------------------------------------
+
+    async def handle(self, s: Session, event: str, payload: Any) -> dict[str, Any]:
+        """Answer one command with its ack; never raises."""
+        started = time.perf_counter()
+        seat = s.seat
+        try:
+            ack = await self._handle(s, event, payload)
+        except Unavailable:
+            ack = await self._refuse(
+                s,
+                Refusal(
+                    "unavailable",
+                    "The store cannot commit right now; nothing changed. "
+                    "Retry with the same request_id.",
+                ),
+            )
+        except Exception:
+            log.exception("command_failed", event_name=event, sid=s.sid)
+            ack = await self._refuse(
+                s,
+                Refusal(
+                    "unavailable",
+                    "The server could not complete this command; retry with the same request_id.",
+                ),
+            )
+        return self._account(s, event, payload, ack, started, seat)
+
+    async def rate_limited(self, s: Session, event: Any, payload: Any) -> dict[str, Any]:
+        """The answer to a command over the socket's budget (it takes no token)."""
+        started = time.perf_counter()
+        ack = await self._refuse(
+            s, Refusal("rate_limited", "Too many commands; slow down and try again shortly.")
+        )
+        return self._account(s, str(event), payload, ack, started, s.seat)
+
+    def _account(
+        self,
+        s: Session,
+        event: str,
+        payload: Any,
+        ack: dict[str, Any],
+        started: float,
+        seat: tuple[str, Party] | None,
+    ) -> dict[str, Any]:
+        """One log line and the metrics for one answered command."""
+        elapsed = time.perf_counter() - started
+        outcome = "ok" if ack["ok"] else ack["error"]["code"]
+        self.metrics.command(
+            event if event in metrics.KNOWN_EVENTS else "unknown", outcome, elapsed
+        )
+        seat = seat or s.seat
+        log.info(
+            "command",
+            event_name=event[:40],
+            connection_id=seat[0] if seat else ack.get("connection_id"),
+            party=seat[1] if seat else ack.get("party"),
+            request_id=_short(payload.get("request_id")) if isinstance(payload, dict) else None,
+            outcome=outcome,
+            latency_ms=round(elapsed * 1000, 3),
+        )
+        return ack
+
+    async def _handle(self, s: Session, event: str, payload: Any) -> dict[str, Any]:
+        env = check_envelope(event, payload)
+        if isinstance(env, Refusal):
+            return await self._refuse(s, env)
+        p = env
+        scope = None if p.event in READ_ONLY else self._scope(s, p)
+        if scope is not None and p.request_id is not None:
+            replay = await self._replay(s, p, scope)
+            if replay is not None:
+                return replay
+        shape = check_shape(p)
+        if shape is not None:
+            return await self._refuse(s, shape)
+        if p.event in SEATED:
+            if s.seat is None:
+                return await self._refuse(
+                    s, Refusal("not_seated", "Join or resume a connection first.")
+                )
+        elif s.seat is not None:
+            return await self._refuse(
+                s,
+                Refusal("already_seated", "This socket already holds a seat; leave it first."),
+            )
+        if p.event == "create":
+            return await self._create(s, p)
+        if p.event == "resume":
+            return await self._resume(s, p.fields["connection_id"], p.fields["token"])
+        if p.event == "history":
+            return await self._history(s, p.fields.get("after_seq", 0))
+        if p.event == "receipt":
+            return await self._receipt(s)
+        return await self._room_command(s, p, scope)
+
+    def _scope(self, s: Session, p: Payload) -> str | None:
+        if p.event == "create":
+            return "server"
+        if p.event == "join":
+            cid = normalise_connection_id(p.fields.get("connection_id"))
+            return f"conn:{cid}" if cid else None
+        seat = s.seat or (s.last_seat if p.event == "leave" else None)
+        return f"seat:{seat[0]}:{seat[1]}" if seat else None
+
+    async def _replay(self, s: Session, p: Payload, scope: str) -> dict[str, Any] | None:
+        assert p.request_id is not None
+        rec = await self.store.idempotency(scope, p.request_id)
+        if rec is None:
+            return None
+        if rec.fingerprint != fingerprint(p):
+            return await self._refuse(
+                s,
+                Refusal(
+                    "idempotency_mismatch",
+                    "This request_id was already used for a different command or payload.",
+                ),
+            )
+        ack: dict[str, Any] = orjson.loads(rec.ack)
+        if rec.token_nonce is not None:
+            token = self.mint.from_nonce(rec.token_nonce)
+            ack["token"] = token
+            if s.seat is None:
+                await self._reseat(s, ack["connection_id"], ack["party"], token)
+        return ack
+
+    async def _reseat(self, s: Session, cid: str, party: Party, token: str) -> None:
+        """A replayed create/join seats the socket again, unless the token was revoked."""
+        async with self._room_lock(cid):
+            room, _ = await self._room(cid, fresh=True)
+            if room is None or not token_matches(token, room.token_hashes.get(party)):
+                return
+            await self._seat(s, room, party)
+
+    # -- create / join / propose / respond / leave ----------------------------
+
+    async def _create(self, s: Session, p: Payload) -> dict[str, Any]:
+        currency = p.fields.get("currency", money.DEFAULT_CURRENCY)
+        try:
+            money.currency_exponent(currency)
+        except money.MoneyError as err:
+            return await self._refuse(s, Refusal(err.code, err.message))
+        party: Party = p.fields["party"]
+        for _ in range(MAX_ATTEMPTS):
+            cid = new_connection_id()
+            body = negotiation.decide_create(cid, negotiation.Create(party, currency), now_iso())
+            events = self._seal(negotiation.GENESIS_HASH, body)
+            room = CachedRoom(negotiation.fold(events), events, {"A": None, "B": None})
+            token, nonce = self.mint.new()
+            room.token_hashes[party] = token_hash(token)
+            online = {"A": party == "A", "B": party == "B"}
+            ack = ok(
+                connection_id=cid, party=party, token="", state=self._snapshot(room, online=online)
+            )
+            try:
+                await self.store.commit(
+                    Commit(
+                        connection_id=cid,
+                        base_seq=0,
+                        events=events,
+                        status=room.state.status,
+                        currency=currency,
+                        seats={"A": room.token_hashes["A"], "B": room.token_hashes["B"]},
+                        idempotency=self._record("server", p, cid, ack, nonce),
+                    )
+                )
+            except Conflict:
+                if p.request_id is not None:
+                    replay = await self._replay(s, p, "server")
+                    if replay is not None:
+                        return replay
+                continue  # an id collision: draw another
+            ack["token"] = token
+            self.metrics.rooms_created.inc()
+            async with self._room_lock(cid):
+                self._remember(cid, room)
+                await self._seat(s, room, party, publish=False)
+                await self._publish(room)
+            return ack
+        raise Unavailable("could not allocate a connection id")
+
+    def _seal(self, prev_hash: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        sealed = []
+        for body in bodies:
+            event = ledger.seal(body, prev_hash)
+            prev_hash = event["hash"]
+            sealed.append(event)
+        return sealed
+
+    def _record(
+        self, scope: str | None, p: Payload, cid: str, ack: dict[str, Any], nonce: str | None = None
+    ) -> IdempotencyRecord | None:
+        if scope is None or p.request_id is None:
+            return None
+        return IdempotencyRecord(
+            scope, p.request_id, cid, fingerprint(p), orjson.dumps(ack).decode(), nonce
+        )
+
+    def _command(self, p: Payload) -> negotiation.Command:
+        f = p.fields
+        if p.event == "join":
+            return negotiation.Join(f.get("party"))
+        if p.event == "propose":
+            return negotiation.Propose(f["amount"])
+        if p.event == "respond":
+            return negotiation.Respond(f["decision"], f["version"], f.get("reason"))
+        return negotiation.Leave()
+
+    async def _room_command(self, s: Session, p: Payload, scope: str | None) -> dict[str, Any]:
+        if p.event == "join":
+            cid = normalise_connection_id(p.fields["connection_id"])
+            actor: Party | None = None
+            if cid is None:
+                return await self._refuse(s, Refusal("not_found", "No connection has that id."))
+        else:
+            assert s.seat is not None
+            cid, actor = s.seat
+        command = self._command(p)
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt and scope is not None and p.request_id is not None:
+                # Lost a race: perhaps to the same request_id (outside the lock: a
+                # replayed join re-seats under it).
+                replay = await self._replay(s, p, scope)
+                if replay is not None:
+                    return replay
+            async with self._room_lock(cid):
+                room, from_cache = await self._room(cid, fresh=attempt > 0)
+                if room is None:
+                    return await self._refuse(s, Refusal("not_found", "No connection has that id."))
+                decision = negotiation.decide(
+                    room.state, actor, command, now_iso(), self.max_amount
+                )
+                if isinstance(decision, Refusal) and from_cache:
+                    # The cache may trail another process: refuse only on fresh state.
+                    room, _ = await self._room(cid, fresh=True)
+                    if room is None:
+                        return await self._refuse(
+                            s, Refusal("not_found", "No connection has that id.")
+                        )
+                    decision = negotiation.decide(
+                        room.state, actor, command, now_iso(), self.max_amount
+                    )
+                if isinstance(decision, Refusal):
+                    return await self._refuse(s, decision)
+                try:
+                    return await self._commit(s, p, scope, room, decision)
+                except Conflict:
+                    self._rooms.pop(cid, None)
+                    continue
+        raise Unavailable("the room kept changing; retry")
+
+    async def _commit(
+        self,
+        s: Session,
+        p: Payload,
+        scope: str | None,
+        room: CachedRoom,
+        bodies: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        state = room.state
+        cid = state.connection_id
+        events = self._seal(state.last_hash, bodies)
+        new_state = state
+        for event in events:
+            new_state = negotiation.apply(new_state, event)
+        hashes = dict(room.token_hashes)
+        seats: dict[str, str | None] = {}
+        nonce: str | None = None
+        token = ""
+        last = events[-1]
+        online = self.registry.online(cid)
+        if last["type"] == "joined":
+            token, nonce = self.mint.new()
+            seats[last["party"]] = hashes[last["party"]] = token_hash(token)
+            online[last["party"]] = True
+        elif last["type"] == "left":
+            seats[last["party"]] = hashes[last["party"]] = None
+            online[last["party"]] = False
+        new_room = CachedRoom(new_state, room.events + events, hashes)
+        snapshot = new_state.snapshot(online)
+        if p.event == "join":
+            ack = ok(connection_id=cid, party=last["party"], token="", state=snapshot)
+        elif p.event == "leave":
+            ack = ok()
+        elif p.event == "propose":
+            ack = ok(version=last["version"], state=snapshot)
+        else:
+            ack = ok(state=snapshot)
+        await self.store.commit(
+            Commit(
+                connection_id=cid,
+                base_seq=state.seq,
+                events=events,
+                status=new_state.status,
+                currency=new_state.currency,
+                seats=seats,
+                idempotency=self._record(scope, p, cid, ack, nonce),
+            )
+        )
+        # Durable from here on: update what this node knows, then tell everyone.
+        self._remember(cid, new_room)
+        if last["type"] == "accepted":
+            self.metrics.settlements.inc()
+        if last["type"] == "joined":
+            ack["token"] = token
+            await self._seat(s, new_room, last["party"], publish=False)
+            await self._publish(new_room)
+        elif last["type"] == "left":
+            await self._unseat_all(new_room, last["party"])
+        else:
+            await self._publish(new_room)
+        return ack
+
+    # -- seats, presence, fan-out --------------------------------------------
+
+    async def _seat(
+        self, s: Session, room: CachedRoom, party: Party, *, publish: bool = True
+    ) -> None:
+        cid = room.state.connection_id
+        was_online = self.registry.online(cid)[party]
+        for name in self.registry.seat(s, cid, party):
+            await self.pub.enter(s.sid, name)
+        self.metrics.seated.inc()
+        if publish and not was_online:
+            await self._publish(room)  # presence changed: same seq, new `online`
+
+    async def _unseat(self, s: Session) -> None:
+        for name in self.registry.unseat(s):
+            await self.pub.leave(s.sid, name)
+        self.metrics.seated.dec()
+
+    async def _unseat_all(self, room: CachedRoom, party: Party) -> None:
+        """After `leave`: every local socket of that seat is unseated and told once more."""
+        cid = room.state.connection_id
+        leavers = self.registry.holders(cid, party)
+        for leaver in leavers:
+            await self._unseat(leaver)
+        await self._publish(room)
+        snapshot = self._snapshot(room)
+        for leaver in leavers:
+            await self._send_one(leaver, room, snapshot, party=None)
+
+    async def _publish(self, room: CachedRoom) -> None:
+        """One snapshot per change to every socket of the room, rendered once per audience."""
+        cid = room.state.connection_id
+        snapshot = self._snapshot(room)
+        try:
+            await self.pub.emit("state", snapshot, room=f"{cid}:json")
+            for party, locale in self.registry.audiences(cid):
+                html = self._render(snapshot, room.events, party, locale)
+                await self.pub.emit(
+                    "html",
+                    {"seq": snapshot["seq"], "html": html},
+                    room=f"{cid}:html:{party}:{locale}",
+                )
+        except Exception:  # the commit stands; clients re-sync by seq on reconnect
+            log.exception("publish_failed", connection_id=cid)
+
+    async def _send_one(
+        self, s: Session, room: CachedRoom, snapshot: dict[str, Any], *, party: str | None
+    ) -> None:
+        if s.view == "html":
+            html = self._render(snapshot, room.events, party, s.locale)
+            await self.pub.emit("html", {"seq": snapshot["seq"], "html": html}, room=s.sid)
+        else:
+            await self.pub.emit("state", snapshot, room=s.sid)
+
+    @staticmethod
+    def _render(
+        snapshot: dict[str, Any], events: list[dict[str, Any]], party: str | None, locale: str
+    ) -> str:
+        from . import views
+
+        return views.render_fragments(snapshot, events, party, locale)
+
+    # -- resume, presence at connect and disconnect ---------------------------
+
+    async def _resume(
+        self, s: Session, raw_cid: Any, token: str, *, at_connect: bool = False
+    ) -> dict[str, Any]:
+        cid = normalise_connection_id(raw_cid)
+        room = None
+        if cid is not None:
+            room, _ = await self._room(cid, fresh=True)
+        if room is None or cid is None:
+            return await self._refuse(s, Refusal("not_found", "No connection has that id."))
+        party = next(
+            (p for p in negotiation.PARTIES if token_matches(token, room.token_hashes.get(p))),
+            None,
+        )
+        if party is None:
+            return await self._refuse(
+                s,
+                Refusal(
+                    "bad_token",
+                    "That seat token is not valid for this connection (left or revoked?).",
+                ),
+            )
+        async with self._room_lock(cid):
+            room, _ = await self._room(cid)
+            assert room is not None
+            was_online = self.registry.online(cid)[party]
+            await self._seat(s, room, party, publish=False)
+            if not was_online:
+                await self._publish(room)
+            elif at_connect or s.view == "html":
+                await self._send_one(s, room, self._snapshot(room), party=party)
+        return ok(connection_id=cid, party=party, state=self._snapshot(room))
+
+    async def connect(self, s: Session, auth: Any) -> None:
+        """Connect-time `auth`: resume the seat it names, or say why not with an `error` event."""
+        self.registry.sessions[s.sid] = s
+        self.metrics.sockets.inc()
+        if not isinstance(auth, dict):
+            return
+        cid, token = auth.get("connection_id"), auth.get("token")
+        if cid is None and token is None:
+            return
+        if cid is None:
+            await self._error(s, "not_found", "A token needs the connection_id it belongs to.")
+            return
+        if not isinstance(token, str) or not isinstance(cid, str):
+            await self._error(s, "bad_token", "That seat token is not valid for this connection.")
+            return
+        try:
+            ack = await self._resume(s, cid, token, at_connect=True)
+        except Unavailable:
+            await self._error(s, "unavailable", "The store is not answering; reconnect shortly.")
+            return
+        if not ack["ok"]:
+            await self._error(s, ack["error"]["code"], ack["error"]["message"])
+
+    async def _error(self, s: Session, code: str, message: str) -> None:
+        await self.pub.emit("error", {"code": code, "message": message}, room=s.sid)
+
+    async def disconnect(self, s: Session) -> None:
+        self.registry.sessions.pop(s.sid, None)
+        self.metrics.sockets.dec()
+        if s.seat is None:
+            return
+        cid, party = s.seat
+        async with self._room_lock(cid):
+            await self._unseat(s)
+            if not self.registry.online(cid)[party]:
+                room, _ = await self._room(cid)
+                if room is not None:
+                    await self._publish(room)
+
+    # -- reads ---------------------------------------------------------------
+
+    async def _history(self, s: Session, after_seq: int) -> dict[str, Any]:
+        assert s.seat is not None
+        events = await self.store.events(s.seat[0], after_seq, HISTORY_PAGE + 1)
+        return ok(events=events[:HISTORY_PAGE], more=len(events) > HISTORY_PAGE)
+
+    async def _receipt(self, s: Session) -> dict[str, Any]:
+        assert s.seat is not None
+        room, _ = await self._room(s.seat[0])
+        if room is None:
+            return await self._refuse(s, Refusal("not_found", "No connection has that id."))
+        receipt = self.receipt_of(room)
+        if receipt is None:
+            return await self._refuse(
+                s, Refusal("not_settled", "There is no receipt until B accepts.")
+            )
+        return ok(receipt=receipt)
+
+    def receipt_of(self, room: CachedRoom) -> dict[str, Any] | None:
+        if room.state.status != "settled":
+            return None
+        if room.receipt is None:
+            room.receipt = self.signer.sign_receipt(ledger.build_receipt(room.events))
+        return room.receipt
+
+    async def page_room(self, raw_cid: str) -> PageRoom | None:
+        cid = normalise_connection_id(raw_cid)
+        if cid is None:
+            return None
+        room, _ = await self._room(cid)
+        if room is None:
+            return None
+        return PageRoom(self._snapshot(room), list(room.events))
+
+    async def http_receipt(self, raw_cid: str, token: str | None) -> tuple[int, dict[str, Any]]:
+        cid = normalise_connection_id(raw_cid)
+        room = None
+        if cid is not None:
+            room, _ = await self._room(cid, fresh=True)
+        if room is None:
+            return 404, {"error": {"code": "not_found", "message": "No connection has that id."}}
+        if not token or not any(
+            token_matches(token, room.token_hashes.get(p)) for p in negotiation.PARTIES
+        ):
+            return 401, {
+                "error": {
+                    "code": "bad_token",
+                    "message": "A current seat token of this connection is required.",
+                }
+            }
+        receipt = self.receipt_of(room)
+        if receipt is None:
+            return 409, {
+                "error": {"code": "not_settled", "message": "This connection is not settled yet."}
+            }
+        return 200, receipt

@@ -1,0 +1,71 @@
+"""The store interface that every backend implements with the same schema and behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Conflict(Exception):
+    """Another command took this room's next `seq` (or this key) first: reload, decide again."""
+
+
+class Unavailable(Exception):
+    """The store cannot commit right now; nothing changed."""
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """A successful ack kept under its `request_id`, to be replayed byte for byte.
+
+    Acks that carry a seat token are stored without it: `token_nonce` lets the
+    server derive the same token again from its secret, so the database never
+    holds a usable token.
+    """
+
+    scope: str
+    request_id: str
+    connection_id: str
+    fingerprint: str
+    ack: str
+    token_nonce: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredRoom:
+    events: list[dict[str, Any]]
+    token_hashes: dict[str, str | None]
+
+
+@dataclass
+class Commit:
+    """Everything one command changes, written in one transaction (or none of it)."""
+
+    connection_id: str
+    base_seq: int  # the seq the decision was made on (0 for a new room)
+    events: list[dict[str, Any]]
+    status: str
+    currency: str
+    seats: dict[str, str | None] = field(default_factory=dict)  # party -> token hash
+    idempotency: IdempotencyRecord | None = None
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def commit(self, change: Commit) -> None:
+        """Durably apply `change`; raise Conflict or Unavailable and change nothing."""
+
+    async def load_room(self, connection_id: str) -> StoredRoom | None: ...
+
+    async def events(
+        self, connection_id: str, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def count_open_rooms(self) -> int: ...

@@ -1,0 +1,115 @@
+"""The aiohttp application: HTTP routes, security headers, and the app's life cycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import views
+from .appkeys import SERVICE
+from .config import Settings
+from .ids import TokenMint
+from .realtime import SioPublisher, build_server
+from .service import Service
+from .signing import Signer
+from .store import open_store
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+def _json(status: int, body: object) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    if await request.app[SERVICE].store.ping():
+        return _json(200, {"status": "ok"})
+    return _json(503, {"status": "unavailable"})
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    service: Service = request.app[SERVICE]
+    try:
+        service.metrics.open_rooms.set(await service.store.count_open_rooms())
+    except Exception:  # the store is down: keep the last figure, still serve the rest
+        pass
+    body = generate_latest(service.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def receipt_route(request: web.Request) -> web.Response:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    status, body = await request.app[SERVICE].http_receipt(
+        request.match_info["connection_id"], bearer or None
+    )
+    response = _json(status, body)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="settlement"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def keys_route(request: web.Request) -> web.Response:
+    return _json(200, request.app[SERVICE].signer.keys_document())
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole server: HTTP routes and the Socket.IO namespace on one aiohttp app."""
+    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    sio = build_server(settings)
+    sio.attach(app)
+    keys = settings.keys_path()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = open_store(settings.database_url)
+        await store.open()
+        service = Service(
+            store,
+            SioPublisher(sio),
+            Signer.load_or_create(Path(keys) / "receipt-signing.pem"),
+            TokenMint.load_or_create(Path(keys) / "seat-token.secret"),
+            max_amount=settings.max_amount,
+        )
+        sio.service = service
+        app[SERVICE] = service
+        yield
+        await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/api/connections/{connection_id}/receipt", receipt_route)
+    app.router.add_get("/api/keys", keys_route)
+    views.setup(app)
+    return app
