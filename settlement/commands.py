@@ -53,7 +53,12 @@ def check_envelope(event: str, payload: Any) -> Payload | Refusal:
         payload = {}
     if not isinstance(payload, dict):
         return bad("The payload must be a JSON object.")
-    fields = {k: v for k, v in payload.items() if v is not None}
+    # A JSON null for an *optional* field means absent; a null for a required
+    # field stays, to be refused as the wrong type (and `amount: null` as
+    # invalid_amount); a null under an unknown key is still an unknown key.
+    allowed, required = SCHEMAS[event]
+    optional = (allowed - required) | {"request_id"}
+    fields = {k: v for k, v in payload.items() if not (v is None and k in optional)}
     request_id = fields.pop("request_id", None)
     if request_id is not None:
         if not isinstance(request_id, str) or not REQUEST_ID_RE.fullmatch(request_id):
