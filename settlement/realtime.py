@@ -10,6 +10,7 @@ under that socket's lock.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -37,8 +38,12 @@ RESERVED_EVENTS = frozenset(
 log = structlog.get_logger("settlement.realtime")
 
 
-class OrjsonModule:
-    """A `json`-compatible module for python-socketio: orjson, one pass, str out."""
+class JsonModule:
+    """A `json`-compatible module for python-socketio: orjson out, the standard library in.
+
+    Incoming JSON goes through `json.loads` because orjson turns integers
+    beyond 64 bits into floats, and the protocol tells `1` from `1.0`.
+    """
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
@@ -46,7 +51,7 @@ class OrjsonModule:
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
-        return orjson.loads(text)
+        return json.loads(text)
 
 
 class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -103,7 +108,7 @@ def build_server(settings: Settings) -> SettlementServer:
     sio = SettlementServer(
         async_mode="aiohttp",
         client_manager=client_manager,
-        json=OrjsonModule,
+        json=JsonModule,
         async_handlers=True,
         always_connect=False,
         max_http_buffer_size=settings.max_frame_bytes,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -34,7 +35,7 @@ from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
 log = structlog.get_logger("settlement")
 
 HISTORY_PAGE = 500
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 16
 ROOM_CACHE = 20_000
 
 
@@ -106,20 +107,24 @@ class Service:
         self.metrics = metrics_ or metrics.Metrics()
         self.registry = Registry()
         self._rooms: OrderedDict[str, CachedRoom] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, list[Any]] = {}
 
     # -- rooms: cache, locks ------------------------------------------------
 
     @asynccontextmanager
     async def _room_lock(self, cid: str) -> AsyncIterator[None]:
-        lock = self._locks.get(cid)
-        if lock is None:
-            lock = self._locks[cid] = asyncio.Lock()
+        # Reference-counted, so the lock is dropped only when nobody holds or
+        # awaits it (a released lock with waiters still serialises them).
+        entry = self._locks.get(cid)
+        if entry is None:
+            entry = self._locks[cid] = [asyncio.Lock(), 0]
+        entry[1] += 1
         try:
-            async with lock:
+            async with entry[0]:
                 yield
         finally:
-            if not lock.locked() and self._locks.get(cid) is lock:
+            entry[1] -= 1
+            if entry[1] == 0:
                 del self._locks[cid]
 
     async def _room(self, cid: str, *, fresh: bool = False) -> tuple[CachedRoom | None, bool]:
@@ -417,9 +422,11 @@ class Service:
                     return await self._refuse(s, decision)
                 try:
                     return await self._commit(s, p, scope, room, decision)
-                except Conflict:
+                except Conflict as exc:
+                    log.info("conflict_retry", connection_id=cid, attempt=attempt, detail=str(exc))
                     self._rooms.pop(cid, None)
-                    continue
+            # Another process keeps winning: back off a little, with jitter.
+            await asyncio.sleep(random.uniform(0, 0.002 * attempt))
         raise Unavailable("the room kept changing; retry")
 
     async def _commit(
@@ -623,6 +630,7 @@ class Service:
 
     async def _history(self, s: Session, after_seq: int) -> dict[str, Any]:
         assert s.seat is not None
+        after_seq = min(after_seq, 2**62)  # a JSON integer may exceed what the store holds
         events = await self.store.events(s.seat[0], after_seq, HISTORY_PAGE + 1)
         return ok(events=events[:HISTORY_PAGE], more=len(events) > HISTORY_PAGE)
 

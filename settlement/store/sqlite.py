@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
 
@@ -58,6 +59,7 @@ CREATE INDEX IF NOT EXISTS rooms_open ON rooms (status) WHERE status != 'settled
 """
 
 _STOP = object()
+log = structlog.get_logger("settlement.store")
 
 
 class SQLiteStore:
@@ -144,6 +146,7 @@ class SQLiteStore:
                     self._write, self._write_batch, [c for c, _ in batch]
                 )
             except BaseException as exc:  # the COMMIT itself failed: nothing is durable
+                log.warning("commit_failed", error=str(exc), batch=len(batch))
                 err = Unavailable(f"the database could not commit: {exc}")
                 outcomes = [err] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -164,9 +167,9 @@ class SQLiteStore:
                 conn.execute("SAVEPOINT one")
                 try:
                     self._apply(conn, change)
-                except sqlite3.IntegrityError:
+                except sqlite3.IntegrityError as exc:
                     conn.execute("ROLLBACK TO one")
-                    outcomes.append(Conflict(change.connection_id))
+                    outcomes.append(Conflict(f"{change.connection_id}: {exc}"))
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK TO one")
                     outcomes.append(Unavailable(str(exc)))
