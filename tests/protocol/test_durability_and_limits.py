@@ -62,17 +62,21 @@ async def test_replay_after_restart_returns_identical_ack(server, bots):
     x = await bots(server)
     ckey = rid()
     create_payload = {"party": "A", "currency": "USD", "request_id": ckey}
-    created = assert_ok(await x.call("create", create_payload))
+    created, raw_created = await x.call_raw("create", create_payload)
+    assert_ok(created)
     pkey = rid()
-    proposed = assert_ok(await x.propose("42", request_id=pkey))
+    proposed, raw_proposed = await x.call_raw("propose", {"amount": "42", "request_id": pkey})
+    assert_ok(proposed)
 
     await asyncio.to_thread(server.restart)
 
     y = await bots(server)
-    again = await y.call("create", dict(create_payload))
+    again, raw_again = await y.call_raw("create", dict(create_payload))
+    assert raw_again == raw_created  # byte for byte
     assert json.dumps(again) == json.dumps(created)
     # the replay seated y; the propose replay is the original too
-    pagain = await y.propose("42", request_id=pkey)
+    pagain, raw_pagain = await y.call_raw("propose", {"amount": "42", "request_id": pkey})
+    assert raw_pagain == raw_proposed
     assert json.dumps(pagain) == json.dumps(proposed)
     assert_error(await y.propose("43", request_id=pkey), "idempotency_mismatch", seated=True)
     events = await y.all_events()

@@ -154,6 +154,12 @@ async def test_history_over_500_events_pages_at_500_with_more(shared_server, bot
     assert page2.get("more") in (None, False)
     events = page1["events"] + page2["events"]
     assert_chain(events)
+    # a client ignores snapshots whose seq is not above the last it applied:
+    # every socket must get them in order, and the last one is the newest
+    for s in sockets:
+        seqs = [st["seq"] for st in s.states]
+        assert seqs == sorted(seqs), s.name
+    await asyncio.gather(*(s.wait_state_seq(total) for s in sockets))
     mid = assert_ok(await reader.history(10))
     assert len(mid["events"]) == 500 and mid["more"] is True
     assert mid["events"][0]["seq"] == 11

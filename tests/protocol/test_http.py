@@ -56,3 +56,6 @@ async def test_metrics_is_prometheus_text(shared_server, bots):
     assert "counter" in types, types
     assert "gauge" in types, types
     assert 'le="' in text
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # commands by event and outcome
+    assert any("propose" in line and "{" in line for line in samples), samples[:20]

@@ -153,3 +153,50 @@ async def test_refused_commands_change_nothing(shared_server, bots):
         assert ack["ok"] is False
     after = await a.all_events()
     assert after == before
+
+
+async def test_bad_request_beats_already_seated(shared_server, bots):
+    a = await bots(shared_server)
+    await a.create("A")
+    assert_error(
+        await a.call("join", {"connection_id": a.connection_id, "request_id": "short"}),
+        "bad_request",
+        seated=True,
+    )
+    assert_error(
+        await a.call("create", {"party": "C", "request_id": rid()}), "bad_request", seated=True
+    )
+
+
+async def test_bad_request_beats_invalid_currency(shared_server, bots):
+    x = await bots(shared_server)
+    assert_error(
+        await x.call("create", {"party": "C", "currency": "XXX", "request_id": rid()}),
+        "bad_request",
+        seated=False,
+    )
+
+
+async def test_bad_request_beats_not_found(shared_server, bots):
+    x = await bots(shared_server)
+    assert_error(
+        await x.call("join", {"connection_id": "nope", "party": "C", "request_id": rid()}),
+        "bad_request",
+        seated=False,
+    )
+
+
+@pytest.mark.parametrize("reason", [5, ["x"], {"t": "x"}, True])
+async def test_dispute_reason_not_a_string_is_bad_request(shared_server, bots, reason):
+    a, b = await bots.pair(shared_server)
+    assert_ok(await a.propose("10"))
+    assert_error(await b.respond("dispute", 1, reason=reason), "bad_request", seated=True)
+
+
+async def test_read_only_commands_ignore_a_key_used_by_a_write(shared_server, bots):
+    a, b = await bots.pair(shared_server)
+    key = rid()
+    assert_ok(await a.propose("10", request_id=key))
+    assert_ok(await b.respond("accept", 1))
+    assert_ok(await a.call("history", {"request_id": key}))
+    assert_ok(await a.call("receipt", {"request_id": key}))

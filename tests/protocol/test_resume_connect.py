@@ -237,3 +237,75 @@ async def test_several_sockets_on_one_seat_all_receive_updates(shared_server, bo
     for s in snaps:
         assert s["offer"]["amount"] == "7.50"
         assert s == ack["state"]
+
+
+async def test_seat_stays_online_while_another_socket_holds_it(shared_server, bots):
+    a, b = await bots.pair(shared_server)
+    a2 = await bots(shared_server)
+    await a2.resume(a.connection_id, a.token)
+    await a2.close()
+    await asyncio.sleep(0.3)
+    assert_ok(await a.propose("1"))
+    snap = await b.wait_state_seq(3)
+    assert snap["parties"]["A"] == {"seated": True, "online": True}
+
+
+async def test_old_socket_disconnect_after_leave_does_not_touch_new_holder(shared_server, bots):
+    a, b = await bots.pair(shared_server)
+    assert await a.call("leave", {}) == {"ok": True}
+    x = await bots(shared_server)
+    await x.join(a.connection_id, "A")
+    await b.wait_state_seq(4)
+    start = len(b.states)
+    await a.close()  # the former A socket drops its link
+    await asyncio.sleep(0.4)
+    for s in b.states[start:]:
+        assert s["parties"]["A"] == {"seated": True, "online": True}, s
+    ack = assert_ok(await x.propose("2"))
+    assert ack["state"]["parties"]["A"] == {"seated": True, "online": True}
+
+
+async def test_html_fragments_are_elements_with_id_and_oob_swap(shared_server, bots):
+    from html.parser import HTMLParser
+
+    class TopLevel(HTMLParser):
+        VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "source", "wbr"}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth = 0
+            self.top: list[dict[str, str | None]] = []
+            self.stray_text = ""
+
+        def handle_starttag(self, tag, attrs):
+            if self.depth == 0:
+                self.top.append(dict(attrs))
+            if tag not in self.VOID:
+                self.depth += 1
+
+        def handle_startendtag(self, tag, attrs):
+            if self.depth == 0:
+                self.top.append(dict(attrs))
+
+        def handle_endtag(self, tag):
+            if tag not in self.VOID:
+                self.depth -= 1
+
+        def handle_data(self, data):
+            if self.depth == 0:
+                self.stray_text += data.strip()
+
+    x = await bots(shared_server, auth={"view": "html"})
+    ack = await x.create("A")
+    b = await bots(shared_server)
+    await b.join(ack["connection_id"])
+    assert_ok(await x.propose("12"))
+    await x.wait_for("html", lambda h: h["seq"] == 3)
+    for frag in x.htmls:
+        p = TopLevel()
+        p.feed(frag["html"])
+        assert p.top, frag
+        assert p.stray_text == "", frag
+        for attrs in p.top:
+            assert attrs.get("id"), attrs
+            assert "hx-swap-oob" in attrs, attrs
