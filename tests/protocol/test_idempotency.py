@@ -245,3 +245,35 @@ async def test_concurrent_identical_creates_make_one_room(shared_server, bots):
     acks = await asyncio.gather(*(x.call("create", {"party": "B", "request_id": key}) for x in xs))
     assert all(a.get("ok") for a in acks), acks
     assert len({json.dumps(a) for a in acks}) == 1, acks
+
+
+async def test_replayed_join_after_that_seat_left_returns_ack_but_does_not_seat(
+    shared_server, bots
+):
+    a = await bots(shared_server)
+    await a.create("A")
+    key = rid()
+    payload = {"connection_id": a.connection_id, "party": "B", "request_id": key}
+    b = await bots(shared_server)
+    first = assert_ok(await b.call("join", payload))
+    assert await b.call("leave", {}) == {"ok": True}
+    b2 = await bots(shared_server)
+    again = await b2.call("join", dict(payload))
+    assert same(again, first)
+    assert_error(await b2.history(), "not_seated", seated=False)
+    assert [e["type"] for e in await a.all_events()] == ["created", "joined", "left"]
+
+
+async def test_seat_key_survives_leave_and_rejoin_of_that_seat(shared_server, bots):
+    # the key's scope is the seat (connection_id, party), not the token holder
+    a, b = await bots.pair(shared_server)
+    key = rid()
+    first = assert_ok(await a.propose("10", request_id=key))
+    assert await a.call("leave", {}) == {"ok": True}
+    x = await bots(shared_server)
+    await x.join(a.connection_id, "A")
+    again = await x.propose("10", request_id=key)
+    assert same(again, first)
+    assert_error(await x.propose("11", request_id=key), "idempotency_mismatch", seated=True)
+    types = [e["type"] for e in await b.all_events()]
+    assert types.count("proposed") == 1
