@@ -53,6 +53,8 @@ def check_envelope(event: str, payload: Any) -> Payload | Refusal:
         payload = {}
     if not isinstance(payload, dict):
         return bad("The payload must be a JSON object.")
+    if not _valid_unicode(payload):
+        return bad("The payload must be JSON text in valid Unicode (no lone surrogates).")
     # A JSON null for an *optional* field means absent; a null for a required
     # field stays, to be refused as the wrong type (and `amount: null` as
     # invalid_amount); a null under an unknown key is still an unknown key.
@@ -105,3 +107,21 @@ def check_shape(p: Payload) -> Refusal | None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_unicode(value: Any) -> bool:
+    """No lone surrogates anywhere (they cannot be stored, hashed or sent back)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True

@@ -167,5 +167,6 @@ class SioPublisher:
     async def leave(self, sid: str, room: str) -> None:
         await self.sio.leave_room(sid, room, namespace=NAMESPACE)
 
-    async def emit(self, event: str, data: Any, *, room: str) -> None:
-        await self.sio.emit(event, data, to=room, namespace=NAMESPACE)
+    async def emit(self, event: str, data: Any, *, room: str, local: bool = False) -> None:
+        # `local`: to this node's sockets only (a socket id, or a re-sync), not via the queue.
+        await self.sio.emit(event, data, to=room, namespace=NAMESPACE, ignore_queue=local)

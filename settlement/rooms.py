@@ -80,6 +80,10 @@ class Registry:
     def audiences(self, cid: str) -> list[tuple[str, str]]:
         return [a for a, n in self._audiences.get(cid, Counter()).items() if n > 0]
 
+    def rooms(self) -> list[str]:
+        """Rooms with a seated socket on this node."""
+        return sorted({cid for cid, _ in self._holders})
+
     def has_sockets(self, cid: str) -> bool:
         return any(self._holders.get((cid, p)) for p in ("A", "B"))
 

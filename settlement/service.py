@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 from collections import OrderedDict
@@ -25,6 +26,7 @@ import orjson
 import structlog
 
 from . import ledger, metrics, money, negotiation
+from .cluster import Cluster
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
 from .negotiation import Party, Refusal, RoomState
@@ -44,7 +46,7 @@ class Publisher(Protocol):
 
     async def leave(self, sid: str, room: str) -> None: ...
 
-    async def emit(self, event: str, data: Any, *, room: str) -> None: ...
+    async def emit(self, event: str, data: Any, *, room: str, local: bool = False) -> None: ...
 
 
 @dataclass
@@ -84,8 +86,11 @@ def ok(**fields: Any) -> dict[str, Any]:
 
 
 def fingerprint(p: Payload) -> str:
+    # Any JSON value may reach here (a mismatching retry can carry floats or huge
+    # integers), so the standard library's sorted, compact JSON, not RFC 8785.
     body = {"event": p.event, "payload": p.fields}
-    return hashlib.sha256(ledger.canonical_json(body)).hexdigest()
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Service:
@@ -98,8 +103,15 @@ class Service:
         *,
         max_amount: Decimal = money.DEFAULT_MAXIMUM,
         metrics_: metrics.Metrics | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
+        self.cluster = cluster
+        if cluster is not None:
+            cluster.on_changed = self._remote_changed
+            cluster.on_unseat = self._remote_unseat
+            cluster.on_presence_lost = self._republish
+            cluster.on_recovered = self.resync_local
         self.pub = publisher
         self.signer = signer
         self.mint = mint
@@ -152,10 +164,18 @@ class Service:
                 break
             del self._rooms[oldest]
 
-    def _snapshot(
+    async def _online(self, cid: str) -> dict[str, bool]:
+        local = self.registry.online(cid)
+        if self.cluster is None:
+            return local
+        return await self.cluster.online(cid, local)
+
+    async def _snapshot(
         self, room: CachedRoom, *, online: dict[str, bool] | None = None
     ) -> dict[str, Any]:
-        return room.state.snapshot(online or self.registry.online(room.state.connection_id))
+        if online is None:
+            online = await self._online(room.state.connection_id)
+        return room.state.snapshot(online)
 
     async def _state_of(self, s: Session) -> dict[str, Any] | None:
         if s.seat is None:
@@ -164,7 +184,7 @@ class Service:
             room, _ = await self._room(s.seat[0])
         except Unavailable:
             return None
-        return self._snapshot(room) if room else None
+        return await self._snapshot(room) if room else None
 
     async def _refuse(self, s: Session, refusal: Refusal) -> dict[str, Any]:
         ack: dict[str, Any] = {
@@ -328,7 +348,10 @@ class Service:
             room.token_hashes[party] = token_hash(token)
             online = {"A": party == "A", "B": party == "B"}
             ack = ok(
-                connection_id=cid, party=party, token="", state=self._snapshot(room, online=online)
+                connection_id=cid,
+                party=party,
+                token="",
+                state=await self._snapshot(room, online=online),
             )
             try:
                 await self.store.commit(
@@ -448,7 +471,7 @@ class Service:
         nonce: str | None = None
         token = ""
         last = events[-1]
-        online = self.registry.online(cid)
+        online = await self._online(cid)
         if last["type"] == "joined":
             token, nonce = self.mint.new()
             seats[last["party"]] = hashes[last["party"]] = token_hash(token)
@@ -479,6 +502,8 @@ class Service:
         )
         # Durable from here on: update what this node knows, then tell everyone.
         self._remember(cid, new_room)
+        if self.cluster is not None:
+            await self.cluster.publish({"t": "changed", "cid": cid, "seq": new_state.seq})
         if last["type"] == "accepted":
             self.metrics.settlements.inc()
         if last["type"] == "joined":
@@ -497,53 +522,110 @@ class Service:
         self, s: Session, room: CachedRoom, party: Party, *, publish: bool = True
     ) -> None:
         cid = room.state.connection_id
-        was_online = self.registry.online(cid)[party]
+        was_online = (await self._online(cid))[party]
         for name in self.registry.seat(s, cid, party):
             await self.pub.enter(s.sid, name)
         self.metrics.seated.inc()
+        if self.cluster is not None:
+            await self.cluster.seated(cid, party, +1)
+            if s.view == "html":
+                await self.cluster.add_audience(cid, party, s.locale)
         if publish and not was_online:
             await self._publish(room)  # presence changed: same seq, new `online`
 
     async def _unseat(self, s: Session) -> None:
+        seat = s.seat
         for name in self.registry.unseat(s):
             await self.pub.leave(s.sid, name)
         self.metrics.seated.dec()
+        if self.cluster is not None and seat is not None:
+            await self.cluster.seated(seat[0], seat[1], -1)
 
     async def _unseat_all(self, room: CachedRoom, party: Party) -> None:
-        """After `leave`: every local socket of that seat is unseated and told once more."""
+        """After `leave`: every socket of that seat is unseated and told once more."""
         cid = room.state.connection_id
         leavers = self.registry.holders(cid, party)
         for leaver in leavers:
             await self._unseat(leaver)
+        if self.cluster is not None:
+            await self.cluster.publish({"t": "unseat", "cid": cid, "party": party})
         await self._publish(room)
-        snapshot = self._snapshot(room)
+        snapshot = await self._snapshot(room)
         for leaver in leavers:
             await self._send_one(leaver, room, snapshot, party=None)
 
-    async def _publish(self, room: CachedRoom) -> None:
+    # -- other nodes ----------------------------------------------------------
+
+    async def _remote_changed(self, cid: str, seq: int) -> None:
+        """Another node committed to this room: a cached copy behind it is stale."""
+        cached = self._rooms.get(cid)
+        if cached is not None and cached.state.seq < seq:
+            self._rooms.pop(cid, None)
+
+    async def _remote_unseat(self, cid: str, party: str) -> None:
+        """A seat was left on another node: unseat this node's sockets of it."""
+        async with self._room_lock(cid):
+            leavers = self.registry.holders(cid, party)
+            if not leavers:
+                return
+            room, _ = await self._room(cid, fresh=True)
+            for leaver in leavers:
+                await self._unseat(leaver)
+            if room is not None:
+                snapshot = await self._snapshot(room)
+                for leaver in leavers:
+                    await self._send_one(leaver, room, snapshot, party=None, local=True)
+
+    async def _republish(self, cid: str) -> None:
+        room, _ = await self._room(cid, fresh=True)
+        if room is not None:
+            await self._publish(room)
+
+    async def resync_local(self) -> None:
+        """Re-send current snapshots to this node's sockets (after a message-queue outage)."""
+        for cid in self.registry.rooms():
+            try:
+                room, _ = await self._room(cid, fresh=True)
+            except Unavailable:
+                continue
+            if room is not None:
+                await self._publish(room, local=True)
+
+    async def _publish(self, room: CachedRoom, *, local: bool = False) -> None:
         """One snapshot per change to every socket of the room, rendered once per audience."""
         cid = room.state.connection_id
-        snapshot = self._snapshot(room)
+        snapshot = await self._snapshot(room)
         try:
-            await self.pub.emit("state", snapshot, room=f"{cid}:json")
-            for party, locale in self.registry.audiences(cid):
+            await self.pub.emit("state", snapshot, room=f"{cid}:json", local=local)
+            audiences = set(self.registry.audiences(cid))
+            if self.cluster is not None and not local:
+                audiences |= await self.cluster.audiences(cid)
+            for party, locale in sorted(audiences):
                 html = self._render(snapshot, room.events, party, locale)
                 await self.pub.emit(
                     "html",
                     {"seq": snapshot["seq"], "html": html},
                     room=f"{cid}:html:{party}:{locale}",
+                    local=local,
                 )
         except Exception:  # the commit stands; clients re-sync by seq on reconnect
             log.exception("publish_failed", connection_id=cid)
 
     async def _send_one(
-        self, s: Session, room: CachedRoom, snapshot: dict[str, Any], *, party: str | None
+        self,
+        s: Session,
+        room: CachedRoom,
+        snapshot: dict[str, Any],
+        *,
+        party: str | None,
+        local: bool = True,
     ) -> None:
         if s.view == "html":
             html = self._render(snapshot, room.events, party, s.locale)
-            await self.pub.emit("html", {"seq": snapshot["seq"], "html": html}, room=s.sid)
+            data: Any = {"seq": snapshot["seq"], "html": html}
+            await self.pub.emit("html", data, room=s.sid, local=local)
         else:
-            await self.pub.emit("state", snapshot, room=s.sid)
+            await self.pub.emit("state", snapshot, room=s.sid, local=local)
 
     @staticmethod
     def _render(
@@ -579,13 +661,13 @@ class Service:
         async with self._room_lock(cid):
             room, _ = await self._room(cid)
             assert room is not None
-            was_online = self.registry.online(cid)[party]
+            was_online = (await self._online(cid))[party]
             await self._seat(s, room, party, publish=False)
             if not was_online:
                 await self._publish(room)
             elif at_connect or s.view == "html":
-                await self._send_one(s, room, self._snapshot(room), party=party)
-        return ok(connection_id=cid, party=party, state=self._snapshot(room))
+                await self._send_one(s, room, await self._snapshot(room), party=party)
+        return ok(connection_id=cid, party=party, state=await self._snapshot(room))
 
     async def connect(self, s: Session, auth: Any) -> None:
         """Connect-time `auth`: resume the seat it names, or say why not with an `error` event."""
@@ -611,7 +693,7 @@ class Service:
             await self._error(s, ack["error"]["code"], ack["error"]["message"])
 
     async def _error(self, s: Session, code: str, message: str) -> None:
-        await self.pub.emit("error", {"code": code, "message": message}, room=s.sid)
+        await self.pub.emit("error", {"code": code, "message": message}, room=s.sid, local=True)
 
     async def disconnect(self, s: Session) -> None:
         self.registry.sessions.pop(s.sid, None)
@@ -621,7 +703,7 @@ class Service:
         cid, party = s.seat
         async with self._room_lock(cid):
             await self._unseat(s)
-            if not self.registry.online(cid)[party]:
+            if not (await self._online(cid))[party]:
                 room, _ = await self._room(cid)
                 if room is not None:
                     await self._publish(room)
@@ -660,7 +742,7 @@ class Service:
         room, _ = await self._room(cid)
         if room is None:
             return None
-        return PageRoom(self._snapshot(room), list(room.events))
+        return PageRoom(await self._snapshot(room), list(room.events))
 
     async def http_receipt(self, raw_cid: str, token: str | None) -> tuple[int, dict[str, Any]]:
         cid = normalise_connection_id(raw_cid)

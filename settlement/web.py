@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import views
 from .appkeys import SERVICE
+from .cluster import Cluster
 from .config import Settings
 from .ids import TokenMint
 from .realtime import SioPublisher, build_server
@@ -94,16 +95,22 @@ def create_app(settings: Settings) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = open_store(settings.database_url)
         await store.open()
+        cluster = Cluster(settings.redis_url) if settings.redis_url else None
         service = Service(
             store,
             SioPublisher(sio),
             Signer.load_or_create(Path(keys) / "receipt-signing.pem"),
             TokenMint.load_or_create(Path(keys) / "seat-token.secret"),
             max_amount=settings.max_amount,
+            cluster=cluster,
         )
         sio.service = service
         app[SERVICE] = service
+        if cluster is not None:
+            await cluster.start()
         yield
+        if cluster is not None:
+            await cluster.close()
         await store.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -15,12 +15,22 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """A store for a database URL (`sqlite:///relative.db`, `sqlite:////absolute.db`)."""
+def open_store(url: str, *, pool_size: int = 10) -> Store:
+    """A store for a database URL.
+
+    `sqlite:///relative.db`, `sqlite:////absolute.db`, or
+    `postgresql://user[:password]@host[:port]/db` (also `postgres://`); `pool_size`
+    is the most connections a PostgreSQL store opens (SQLite ignores it).
+    """
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=pool_size)
     raise ValueError(
-        f"unsupported database URL: {url.split(':', 1)[0]}:... (use sqlite:///path.db)"
+        f"unsupported database URL: {url.split(':', 1)[0]}:... "
+        "(use sqlite:///path.db or postgresql://user@host:port/db)"
     )
