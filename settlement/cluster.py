@@ -20,20 +20,24 @@ re-registers its sockets and re-sends current snapshots to them.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import socketio
 import structlog
 
 log = structlog.get_logger("settlement.cluster")
 
 PREFIX = "settlement:"
 BUS = PREFIX + "bus"
-NODE_TTL = 10  # seconds a node counts without a heartbeat
-HEARTBEAT = 2.0
+# Seconds a node's sockets keep counting without a heartbeat (a crashed node's
+# presence clears within about this long); settable for tests and operations.
+NODE_TTL = max(2, int(os.environ.get("SETTLEMENT_NODE_TTL", "10")))
+HEARTBEAT = NODE_TTL / 5
 AUDIENCE_TTL = 7 * 24 * 3600
 TIMEOUT = 0.5
 
@@ -202,6 +206,10 @@ class Cluster:
             await self._reregister()
             if self.on_recovered:
                 await self.on_recovered()
+                # Once more when every live node has had time to re-register
+                # (and its message-queue subscription to come back): presence
+                # and state then converge without relying on lost broadcasts.
+                self._tasks.append(asyncio.create_task(self._later(self.on_recovered)))
         for node in ordered:
             if node not in self.alive:
                 await self._reap(node)
@@ -215,6 +223,14 @@ class Cluster:
                 raise
             except Exception:
                 self.healthy = False
+
+    @staticmethod
+    async def _later(callback: Callable[[], Awaitable[None]]) -> None:
+        await asyncio.sleep(NODE_TTL)
+        try:
+            await callback()
+        except Exception:
+            log.exception("resync_failed")
 
     async def _reregister(self) -> None:
         """After an outage (or a Redis restart that lost data): put our sockets back."""
@@ -244,3 +260,26 @@ class Cluster:
             self._last_presence.pop(cid, None)
             if self.on_presence_lost:
                 await self.on_presence_lost(cid)
+
+
+class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """python-socketio's Redis manager, re-subscribing within a second after an outage.
+
+    The stock manager backs off up to 60 s between attempts, and emits from
+    other nodes published meanwhile never reach this node's sockets.
+    """
+
+    async def _redis_listen_with_retries(self) -> Any:  # pragma: no cover - needs an outage
+        subscribed = False
+        while True:
+            try:
+                if not subscribed:
+                    self._redis_connect()
+                    await self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                async for message in self.pubsub.listen():
+                    yield message
+            except Exception as exc:
+                log.info("queue_reconnect", error=str(exc) or type(exc).__name__)
+                subscribed = False
+                await asyncio.sleep(0.5)

@@ -18,6 +18,7 @@ import socketio
 import structlog
 
 from . import views
+from .cluster import RedisManager
 from .config import Settings
 from .rooms import Session, TokenBucket
 from .service import Service
@@ -104,7 +105,7 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
 def build_server(settings: Settings) -> SettlementServer:
     client_manager = None
     if settings.redis_url:
-        client_manager = socketio.AsyncRedisManager(settings.redis_url)
+        client_manager = RedisManager(settings.redis_url)
     sio = SettlementServer(
         async_mode="aiohttp",
         client_manager=client_manager,

@@ -39,12 +39,22 @@ def free_port() -> int:
 class ServerProcess:
     """`python app.py` on 127.0.0.1:<free port> with SQLite in a temporary folder."""
 
-    def __init__(self, folder: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        database_url: str | None = None,
+        extra_args: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.folder = folder
         self.db_path = folder / "settlement.db"
-        self.port = free_port()
+        self.database_url = database_url or f"sqlite:///{self.db_path}"
+        self.extra_args = extra_args or []
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = folder / "server.log"
+        self.log_path = folder / f"server-{self.port}.log"
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +72,8 @@ class ServerProcess:
                 "--port",
                 str(self.port),
                 "--database",
-                f"sqlite:///{self.db_path}",
+                self.database_url,
+                *self.extra_args,
             ],
             cwd=str(self.folder),
             env=env,

@@ -108,6 +108,9 @@ BROKEN: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
     asyncpg.exceptions.InternalClientError,
 )
+# A value the database or the driver refuses (server class 22; asyncpg's client-side
+# DataError is an InterfaceError and a ValueError): the command's fault, not the link's.
+VALUE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, ValueError)
 CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.UniqueViolationError,
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
@@ -164,6 +167,8 @@ class PostgresStore:
                 server_settings={
                     "application_name": "settlement",
                     "synchronous_commit": "on",
+                    # a session orphaned by a lost client must not hold a room's row lock
+                    "idle_in_transaction_session_timeout": "15000",
                 },
             )
             async with self._pool.acquire(timeout=self.connect_timeout) as conn:
@@ -188,7 +193,7 @@ class PostgresStore:
             return
         try:
             await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
-        except BaseException:
+        except Exception:
             pool.terminate()
 
     @asynccontextmanager
@@ -207,8 +212,11 @@ class PostgresStore:
                 yield conn
             except BaseException as exc:
                 cause = exc.__cause__ if isinstance(exc, _CommitOutcomeUnknown) else exc
-                if isinstance(cause, BROKEN):
-                    conn.terminate()
+                if isinstance(cause, BROKEN) and not isinstance(cause, VALUE_ERRORS):
+                    try:
+                        conn.terminate()
+                    except asyncpg.InterfaceError:
+                        pass  # already closed and handed back by asyncpg itself
                     if not isinstance(cause, TimeoutError):
                         await pool.expire_connections()
                 raise
@@ -218,6 +226,8 @@ class PostgresStore:
         for attempt in (0, 1):
             try:
                 return await op()
+            except VALUE_ERRORS as exc:  # a value the column cannot hold; not the link
+                raise Unavailable(f"PostgreSQL refused a value: {exc}") from exc
             except RETRYABLE as exc:
                 if attempt:
                     raise Unavailable(f"PostgreSQL: {exc!r}") from exc
@@ -254,6 +264,8 @@ class PostgresStore:
                 await self._finish(tx)
             except CONFLICT_ERRORS as exc:  # deferred checks or serialization at COMMIT
                 raise Conflict(f"{change.connection_id}: {exc}") from exc
+            except VALUE_ERRORS:
+                raise
             except BROKEN as exc:
                 raise _CommitOutcomeUnknown(repr(exc)) from exc
 
@@ -489,3 +501,20 @@ async def migrate(
                 str(target),
             )
     return current, target
+
+
+async def _main(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        before, after = await migrate(conn)
+    finally:
+        await conn.close()
+    print(f"{redact(url)}: schema version {before} -> {after}")
+
+
+if __name__ == "__main__":  # python -m settlement.store.postgres postgresql://...
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m settlement.store.postgres postgresql://user@host:port/db")
+    asyncio.run(_main(sys.argv[1]))

@@ -1,0 +1,201 @@
+"""Several nodes on one database and one Redis: bots on different nodes settle,
+presence and leaves cross nodes, races never fork a room, Redis outages heal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from settlement import ledger
+from settlement.client import SettlementClient
+from tests.conftest import ServerProcess
+from tests.services import Nginx, RedisServer
+
+pytest_plugins = ["tests.services"]
+
+
+class Cluster:
+    def __init__(self, folder: Path, redis: RedisServer, database_url: str, n: int = 2) -> None:
+        keys = folder / "keys"  # every node must share the signing key and token secret
+        self.nodes = [
+            ServerProcess(
+                folder,
+                {"SETTLEMENT_NODE_TTL": "3"},
+                database_url=database_url,
+                extra_args=["--redis", redis.url, "--key-dir", str(keys)],
+            )
+            for _ in range(n)
+        ]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, redis_server, f"sqlite:///{tmp_path / 'shared.db'}")
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+async def until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_bots_on_different_nodes_settle_and_see_each_other(cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes
+    async with SettlementClient(n1.url) as a, SettlementClient(n2.url) as b:
+        created = await a.create("A", "EUR")
+        cid = created["connection_id"]
+        await b.join(cid)
+        await until(lambda: a.last_state is not None and a.last_state["parties"]["B"]["online"])
+        offer = await a.propose("1250.00")
+        await until(lambda: b.last_state is not None and b.last_state["offer"] is not None)
+        assert b.last_state["offer"]["amount"] == "1250.00"
+        await b.dispute(offer["version"], "too much")
+        await until(lambda: a.last_state["status"] == "disputed")
+        offer = await a.propose("1100.00")
+        await until(lambda: b.last_state["offer"]["version"] == offer["version"])
+        settled = await b.accept(offer["version"])
+        await until(lambda: a.last_state["status"] == "settled")
+        assert a.last_state["settlement"] == settled["state"]["settlement"]
+        receipt = await a.receipt()
+        assert ledger.verify_receipt(receipt) is None
+        # both nodes sign with the shared key
+        async with aiohttp.ClientSession() as http:
+            docs = [await (await http.get(n.url + "/api/keys")).json() for n in (n1, n2)]
+        assert docs[0] == docs[1]
+        keys = {
+            k["key_id"]: __import__("base64").b64decode(k["public_key"]) for k in docs[0]["keys"]
+        }
+        assert ledger.verify_receipt(receipt, keys) is None
+        seqs = [s["seq"] for s in b.states]
+        assert seqs == sorted(seqs)
+
+
+async def test_presence_and_leave_cross_nodes(cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes
+    a = await SettlementClient(n1.url).connect()
+    created = await a.create("A")
+    cid = created["connection_id"]
+    b = await SettlementClient(n2.url).connect()
+    await b.join(cid)
+    b2 = await SettlementClient(n1.url).connect()  # B's second tab, on the other node
+    await b2.resume(cid, b.token or "")
+    await until(lambda: a.last_state["parties"]["B"]["online"])
+    await b.close()  # B still online through b2
+    await asyncio.sleep(0.5)
+    assert a.last_state["parties"]["B"]["online"] is True
+    await b2.close()
+    await until(lambda: a.last_state["parties"]["B"]["online"] is False)
+    # B comes back on node 2 and leaves: every socket of seat B on node 1 is unseated
+    b = SettlementClient(n2.url)
+    b.connection_id, b.token = cid, b2.token
+    await b.connect()
+    b3 = await SettlementClient(n1.url).connect()
+    await b3.resume(cid, b2.token or "")
+    await until(lambda: b.last_state is not None and b.last_state["parties"]["B"]["online"])
+    await b.leave()
+    await until(
+        lambda: b3.last_state is not None and b3.last_state["parties"]["B"]["seated"] is False
+    )
+    ack = await b3.call("history", {})
+    assert ack["ok"] is False and ack["error"]["code"] == "not_seated"
+    for c in (a, b, b3):
+        await c.close()
+
+
+async def test_both_nodes_racing_on_one_room_never_fork_it(cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes
+    a1 = await SettlementClient(n1.url).connect()
+    created = await a1.create("A")
+    cid = created["connection_id"]
+    a2 = await SettlementClient(n2.url).connect()
+    await a2.resume(cid, created["token"])
+
+    async def hammer(client: SettlementClient, base: int) -> list[int]:
+        return [(await client.propose(str(base + i)))["version"] for i in range(20)]
+
+    v1, v2 = await asyncio.gather(hammer(a1, 100), hammer(a2, 900))
+    assert sorted(v1 + v2) == list(range(1, 41))
+    events = await a2.history()
+    assert [e["seq"] for e in events] == list(range(1, 42))
+    assert ledger.verify_chain(events) is None
+    await a1.close()
+    await a2.close()
+
+
+async def test_redis_outage_keeps_committing_and_sockets_converge(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
+    n1, n2 = cluster.nodes
+    async with SettlementClient(n1.url) as a, SettlementClient(n2.url) as b:
+        created = await a.create("A")
+        await b.join(created["connection_id"])
+        await until(lambda: b.last_state is not None)
+        redis_server.stop()
+        acked = []
+        for amount in ("10", "20", "30"):
+            ack = await a.propose(amount)  # commits go on without the message queue
+            acked.append(ack["version"])
+        assert acked == [1, 2, 3]
+        redis_server.start()  # a fresh, empty Redis on the same port
+        # every socket converges to the latest state without doing anything
+        await until(
+            lambda: b.last_state["offer"] is not None and b.last_state["offer"]["version"] == 3, 20
+        )
+        assert b.last_state["offer"]["amount"] == "30.00"
+        await until(lambda: a.last_state["parties"]["B"]["online"], 20)
+        final = await b.accept(3)
+        assert final["state"]["status"] == "settled"
+
+
+async def test_a_crashed_nodes_sockets_stop_counting(cluster: Cluster) -> None:
+    n1, n2 = cluster.nodes
+    a = await SettlementClient(n1.url).connect()
+    created = await a.create("A")
+    b = SettlementClient(n2.url, retries=0)
+    b.sio.reconnection = False
+    await b.connect()
+    await b.join(created["connection_id"])
+    await until(lambda: a.last_state["parties"]["B"]["online"])
+    n2.kill()  # SIGKILL: no disconnect handler runs on node 2
+    await until(lambda: a.last_state["parties"]["B"]["online"] is False, 15)
+    await a.close()
+
+
+async def test_bots_settle_through_nginx(cluster: Cluster, tmp_path: Path) -> None:
+    proxy = Nginx(tmp_path, [n.port for n in cluster.nodes])
+    proxy.start()
+    try:
+        async with SettlementClient(proxy.url) as a, SettlementClient(proxy.url) as b:
+            created = await a.create("A")
+            await b.join(created["connection_id"].lower())
+            offer = await a.propose("42.00")
+            await until(lambda: b.last_state is not None and b.last_state["offer"] is not None)
+            await b.accept(offer["version"])
+            await until(lambda: a.last_state["status"] == "settled")
+        async with SettlementClient(proxy.url, transports=["polling", "websocket"]) as c:
+            other = await c.create("B")
+            assert other["state"]["parties"]["B"]["online"] is True
+        async with aiohttp.ClientSession() as http:
+            r = await http.get(proxy.url + "/healthz")
+            assert r.status == 200 and await r.json() == {"status": "ok"}
+    finally:
+        proxy.stop()
