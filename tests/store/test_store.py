@@ -1,0 +1,577 @@
+"""The store contract, run against every backend through the interface only.
+
+`sqlite` uses a file in tmp_path; `postgres` a fresh database on a real server
+(tests/pg.py). Tests at the end are PostgreSQL-only: outages, migrations, the
+unknown-commit-outcome path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from settlement.store import (
+    Commit,
+    Conflict,
+    IdempotencyRecord,
+    Store,
+    Unavailable,
+    open_store,
+)
+from settlement.store.postgres import MIGRATIONS, PostgresStore, SchemaTooNew, migrate
+
+# -- helpers ------------------------------------------------------------------
+
+
+def ev(cid: str, seq: int, type_: str = "proposed", **extra: Any) -> dict[str, Any]:
+    return {"connection_id": cid, "seq": seq, "type": type_, "hash": f"h{seq}", **extra}
+
+
+def new_room(
+    cid: str,
+    *,
+    seats: dict[str, str | None] | None = None,
+    idem: IdempotencyRecord | None = None,
+    status: str = "awaiting_offer",
+) -> Commit:
+    return Commit(
+        connection_id=cid,
+        base_seq=0,
+        events=[ev(cid, 1, "created", party="A", currency="USD")],
+        status=status,
+        currency="USD",
+        seats=seats if seats is not None else {"A": "hashA", "B": None},
+        idempotency=idem,
+    )
+
+
+def step(
+    cid: str,
+    base: int,
+    n: int = 1,
+    *,
+    status: str = "offer_pending",
+    seats: dict[str, str | None] | None = None,
+    idem: IdempotencyRecord | None = None,
+    **extra: Any,
+) -> Commit:
+    return Commit(
+        connection_id=cid,
+        base_seq=base,
+        events=[ev(cid, base + i, **extra) for i in range(1, n + 1)],
+        status=status,
+        currency="USD",
+        seats=seats or {},
+        idempotency=idem,
+    )
+
+
+def rec(scope: str, request_id: str, cid: str, nonce: str | None = None) -> IdempotencyRecord:
+    return IdempotencyRecord(scope, request_id, cid, f"fp-{request_id}", '{"ok":true}', nonce)
+
+
+class Stores:
+    """Opens stores on one database (one backend) and closes them all afterwards."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.open_ones: list[Store] = []
+
+    async def open(self, **kwargs: Any) -> Store:
+        store = open_store(self.url, **kwargs)
+        await store.open()
+        self.open_ones.append(store)
+        return store
+
+    async def close(self, store: Store) -> None:
+        self.open_ones.remove(store)
+        await store.close()
+
+    async def close_all(self) -> None:
+        while self.open_ones:
+            await self.close(self.open_ones[-1])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'settlement.db'}"
+    else:
+        url = request.getfixturevalue("pg_database")
+    s = Stores(request.param, url)
+    try:
+        yield s
+    finally:
+        await s.close_all()
+
+
+@pytest.fixture
+async def store(stores: Stores) -> Store:
+    return await stores.open()
+
+
+@pytest.fixture
+async def pg(pg_database: Any) -> AsyncIterator[Stores]:
+    s = Stores("postgres", pg_database)
+    try:
+        yield s
+    finally:
+        await s.close_all()
+
+
+# -- the contract, on every backend --------------------------------------------
+
+
+async def test_commit_and_load(store: Store) -> None:
+    assert await store.load_room("nope") is None
+    await store.commit(new_room("r1"))
+    odd: dict[str, Any] = {
+        "reason": "é€😀 <b>&\u0000\n\"'",
+        "big": 2**63 - 1,
+        "neg": -(2**63),
+        "f": 1.5,
+    }
+    await store.commit(step("r1", 1, 2, nested={"a": [1, None, True]}, **odd))
+    room = await store.load_room("r1")
+    assert room is not None
+    assert room.token_hashes == {"A": "hashA", "B": None}
+    assert room.events == [
+        ev("r1", 1, "created", party="A", currency="USD"),
+        ev("r1", 2, nested={"a": [1, None, True]}, **odd),
+        ev("r1", 3, nested={"a": [1, None, True]}, **odd),
+    ]
+    assert await store.load_room("r2") is None
+
+
+async def test_seats_are_upserted(store: Store) -> None:
+    await store.commit(new_room("r1"))
+    await store.commit(step("r1", 1, seats={"B": "hashB"}, type_="joined"))
+    await store.commit(step("r1", 2, seats={"A": None}, type_="left"))
+    room = await store.load_room("r1")
+    assert room is not None and room.token_hashes == {"A": None, "B": "hashB"}
+
+
+async def test_conflict_same_base_seq_leaves_no_trace(store: Store) -> None:
+    await store.commit(new_room("r1"))
+    await store.commit(
+        step("r1", 1, seats={"B": "winner"}, idem=rec("r1:A", "win", "r1"), who="winner")
+    )
+    with pytest.raises(Conflict):
+        await store.commit(
+            step(
+                "r1", 1, 2, seats={"B": "loser", "A": "loser"}, idem=rec("r1:A", "lose", "r1"),
+                who="loser", status="settled",
+            )
+        )  # fmt: skip
+    room = await store.load_room("r1")
+    assert room is not None
+    assert [e["seq"] for e in room.events] == [1, 2]  # no fork, no seq 3
+    assert room.events[1]["who"] == "winner"
+    assert room.token_hashes == {"A": "hashA", "B": "winner"}
+    assert await store.idempotency("r1:A", "lose") is None
+    assert await store.idempotency("r1:A", "win") is not None
+    assert await store.count_open_rooms() == 1  # the loser's status did not land
+    # and the room goes on from the winner's seq
+    await store.commit(step("r1", 2))
+    assert len(await store.events("r1", 0, 100)) == 3
+
+
+async def test_conflict_on_duplicate_idempotency_key(store: Store) -> None:
+    await store.commit(new_room("r1", idem=rec("server", "k" * 22, "r1", "nonce1")))
+    with pytest.raises(Conflict):  # the same key for another new room: nothing of it lands
+        await store.commit(new_room("r2", idem=rec("server", "k" * 22, "r2", "nonce2")))
+    assert await store.load_room("r2") is None
+    assert await store.count_open_rooms() == 1
+    got = await store.idempotency("server", "k" * 22)
+    assert got == rec("server", "k" * 22, "r1", "nonce1")
+
+    await store.commit(step("r1", 1, idem=rec("r1:A", "p1", "r1")))
+    with pytest.raises(Conflict):  # same key, same room, next seq: refused whole
+        await store.commit(step("r1", 2, idem=rec("r1:A", "p1", "r1")))
+    assert [e["seq"] for e in await store.events("r1", 0, 10)] == [1, 2]
+    await store.commit(step("r1", 2))  # rooms.seq did not move either
+
+
+async def test_new_room_with_existing_id_conflicts(store: Store) -> None:
+    await store.commit(new_room("r1", seats={"A": "first", "B": None}))
+    with pytest.raises(Conflict):
+        await store.commit(new_room("r1", seats={"A": "second", "B": "second"}))
+    room = await store.load_room("r1")
+    assert room is not None
+    assert room.token_hashes == {"A": "first", "B": None}
+    assert len(room.events) == 1
+
+
+async def test_events_paging(store: Store) -> None:
+    await store.commit(new_room("r1"))
+    await store.commit(step("r1", 1, 9))
+    await store.commit(new_room("r2"))
+
+    async def seqs(after: int, limit: int) -> list[int]:
+        return [e["seq"] for e in await store.events("r1", after, limit)]
+
+    assert await seqs(0, 3) == [1, 2, 3]
+    assert await seqs(3, 3) == [4, 5, 6]
+    assert await seqs(9, 5) == [10]
+    assert await seqs(10, 5) == []
+    assert await seqs(-5, 2) == [1, 2]
+    assert await seqs(2**62, 10) == []
+    assert await seqs(0, 0) == []
+    assert await store.events("nope", 0, 10) == []
+    assert [e["connection_id"] for e in await store.events("r2", 0, 10)] == ["r2"]
+
+
+async def test_idempotency_lookup(store: Store) -> None:
+    await store.commit(new_room("r1", idem=rec("server", "create-key-0000000000001", "r1", "n")))
+    await store.commit(step("r1", 1, idem=rec("r1:A", "p-1", "r1")))
+    assert await store.idempotency("server", "create-key-0000000000001") == rec(
+        "server", "create-key-0000000000001", "r1", "n"
+    )
+    got = await store.idempotency("r1:A", "p-1")
+    assert got is not None and got.token_nonce is None and got.ack == '{"ok":true}'
+    assert await store.idempotency("r1:B", "p-1") is None
+    assert await store.idempotency("r1:A", "p-2") is None
+
+
+async def test_count_open_rooms_and_ping(store: Store) -> None:
+    assert await store.ping() is True
+    assert await store.count_open_rooms() == 0
+    for cid in ("r1", "r2", "r3"):
+        await store.commit(new_room(cid))
+    await store.commit(step("r2", 1, status="settled", type_="accepted"))
+    assert await store.count_open_rooms() == 2
+
+
+async def test_a_value_out_of_range_is_unavailable_and_changes_nothing(store: Store) -> None:
+    await store.commit(new_room("r1"))
+    bad = step("r1", 1)
+    bad.events[0]["seq"] = 2**63  # beyond a 64-bit column
+    with pytest.raises(Unavailable):
+        await store.commit(bad)
+    await store.commit(step("r1", 1))  # the store (and its pool) is fine
+    assert [e["seq"] for e in await store.events("r1", 0, 10)] == [1, 2]
+
+
+async def test_durable_across_close_and_reopen(stores: Stores) -> None:
+    first = await stores.open()
+    await first.commit(new_room("r1", idem=rec("server", "k" * 30, "r1", "nonce")))
+    await first.commit(step("r1", 1, seats={"B": "hashB"}))
+    before = await first.load_room("r1")
+    await stores.close(first)
+    again = await stores.open()
+    assert await again.load_room("r1") == before
+    assert await again.idempotency("server", "k" * 30) is not None
+    assert await again.count_open_rooms() == 1
+    await again.commit(step("r1", 2))
+
+
+async def test_racing_commits_from_two_instances_one_winner_per_seq(stores: Stores) -> None:
+    a, b = await stores.open(), await stores.open()
+    await a.commit(new_room("r1"))
+    racers, rounds = 16, 8
+    winners: list[str] = []
+    for base in range(1, rounds + 1):
+        attempts = [
+            (a if i % 2 else b).commit(
+                step("r1", base, idem=rec("r1:A", f"{base}-{i}", "r1"), who=f"{base}-{i}")
+            )
+            for i in range(racers)
+        ]
+        results = await asyncio.gather(*attempts, return_exceptions=True)
+        won = [f"{base}-{i}" for i, r in enumerate(results) if r is None]
+        assert len(won) == 1, results
+        assert all(isinstance(r, Conflict) for r in results if r is not None), results
+        winners += won
+    for store in (a, b):
+        room = await store.load_room("r1")
+        assert room is not None
+        assert [e["seq"] for e in room.events] == list(range(1, rounds + 2))
+        assert [e["who"] for e in room.events[1:]] == winners
+    for w in winners:
+        assert await b.idempotency("r1:A", w) is not None
+    lost = [f"{base}-{i}" for base in range(1, rounds + 1) for i in range(racers)]
+    for key in set(lost) - set(winners):
+        assert await a.idempotency("r1:A", key) is None
+
+
+async def test_reload_and_retry_workers_never_fork(stores: Stores) -> None:
+    """The service's loop (load, decide on base_seq, commit, on Conflict reload) from two pools."""
+    a, b = await stores.open(), await stores.open()
+    await a.commit(new_room("r1"))
+    workers, each = 8, 6
+
+    async def worker(store: Store, name: str) -> int:
+        conflicts = 0
+        for k in range(each):
+            while True:
+                room = await store.load_room("r1")
+                assert room is not None
+                base = room.events[-1]["seq"]
+                try:
+                    await store.commit(step("r1", base, who=f"{name}-{k}"))
+                    break
+                except Conflict:
+                    conflicts += 1
+        return conflicts
+
+    await asyncio.gather(*(worker(a if i % 2 else b, f"w{i}") for i in range(workers)))
+    room = await a.load_room("r1")
+    assert room is not None
+    assert [e["seq"] for e in room.events] == list(range(1, workers * each + 2))
+    whos = [e["who"] for e in room.events[1:]]
+    assert sorted(whos) == sorted(f"w{i}-{k}" for i in range(workers) for k in range(each))
+
+
+async def test_same_bytes_on_both_backends(tmp_path: Path, pg: Stores) -> None:
+    """`events.body` is the same text in SQLite and PostgreSQL: hashes verify across a move."""
+    change = step("r1", 1, reason="é\u0000😀", big=2**63 - 1, x=0.1)
+    lite = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    await lite.open()
+    try:
+        await lite.commit(new_room("r1"))
+        await lite.commit(change)
+    finally:
+        await lite.close()
+    post = await pg.open()
+    await post.commit(new_room("r1"))
+    await post.commit(change)
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        lite_rows = db.execute("SELECT connection_id, seq, type, body FROM events").fetchall()
+    conn = await asyncpg.connect(pg.url)
+    try:
+        pg_rows = [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT connection_id, seq, type, body FROM events ORDER BY seq"
+            )
+        ]
+    finally:
+        await conn.close()
+    assert sorted(lite_rows) == pg_rows
+    assert pg_rows[1][3] == orjson.dumps(change.events[0]).decode()
+
+
+# -- PostgreSQL only ----------------------------------------------------------
+
+
+async def test_postgres_outage_then_recovery_without_restart(pg: Stores) -> None:
+    store = await pg.open(pool_size=3)
+    await store.commit(new_room("r1"))
+    # warm several pooled connections so stale ones exist after the restart
+    await asyncio.gather(*(store.load_room("r1") for _ in range(6)))
+    pg.url.stop_postgres()  # type: ignore[attr-defined]
+    try:
+        assert await store.ping() is False
+        with pytest.raises(Unavailable):
+            await store.commit(step("r1", 1, who="during-outage"))
+        with pytest.raises(Unavailable):
+            await store.load_room("r1")
+        with pytest.raises(Unavailable):
+            await store.events("r1", 0, 10)
+        with pytest.raises(Unavailable):
+            await store.idempotency("x", "y")
+        with pytest.raises(Unavailable):
+            await store.count_open_rooms()
+    finally:
+        pg.url.start_postgres()  # type: ignore[attr-defined]
+    # the same instance, no reopen: every pooled connection must work again
+    results = await asyncio.gather(
+        *(store.commit(new_room(f"after-{i}")) for i in range(6)), return_exceptions=True
+    )
+    assert results == [None] * 6
+    await store.commit(step("r1", 1, who="after-outage"))
+    assert await store.ping() is True
+    room = await store.load_room("r1")
+    assert room is not None
+    assert [e.get("who") for e in room.events] == [None, "after-outage"]
+    assert await store.count_open_rooms() == 7
+
+
+async def test_postgres_restart_while_idle_is_invisible(pg: Stores) -> None:
+    """The server restarts between commands: the next ones just work, on the same pool."""
+    store = await pg.open(pool_size=4)
+    await asyncio.gather(*(store.commit(new_room(f"r{i}")) for i in range(8)))  # warm 4 conns
+    for _ in range(2):
+        pg.url.stop_postgres()  # type: ignore[attr-defined]
+        pg.url.start_postgres()  # type: ignore[attr-defined]
+        results = await asyncio.gather(
+            *(store.commit(step(f"r{i}", 1 + _)) for i in range(8)),
+            *(store.load_room(f"r{i}") for i in range(8)),
+            return_exceptions=True,
+        )
+        assert not [r for r in results if isinstance(r, BaseException)], results
+    assert await store.ping() is True
+
+
+async def test_postgres_open_fails_clearly(postgres_url: Any) -> None:
+    from tests.pg import _free_port
+
+    url = f"postgresql://someone:s3cret@127.0.0.1:{_free_port()}/nothing"
+    store = PostgresStore(url, connect_timeout=2)
+    with pytest.raises(Unavailable) as info:
+        await store.open()
+    assert "cannot open the PostgreSQL store" in str(info.value)
+    assert "s3cret" not in str(info.value) and "someone:***@" in str(info.value)
+    assert await store.ping() is False
+    with pytest.raises(Unavailable):
+        await store.commit(new_room("r1"))
+    await store.close()
+
+    missing = postgres_url.server.url_for("no_such_database")
+    with pytest.raises(Unavailable, match="no_such_database"):
+        await PostgresStore(missing).open()
+
+
+async def test_pool_size_bounds_connections_and_queues(pg: Stores) -> None:
+    store = await pg.open(pool_size=2)
+    await asyncio.gather(*(store.commit(new_room(f"r{i}")) for i in range(40)))
+    assert await store.count_open_rooms() == 40
+    conn = await asyncpg.connect(pg.url)
+    try:
+        n = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'settlement' AND datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    assert n <= 2
+
+
+async def test_migrations_create_schema_like_sqlite(pg: Stores, tmp_path: Path) -> None:
+    await pg.open()
+    conn = await asyncpg.connect(pg.url)
+    try:
+        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == str(
+            len(MIGRATIONS)
+        )
+        rows = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+        )
+        pg_cols: dict[str, list[str]] = {}
+        for r in rows:
+            pg_cols.setdefault(r["table_name"], []).append(r["column_name"])
+        assert await migrate(conn) == (len(MIGRATIONS), len(MIGRATIONS))  # a no-op now
+    finally:
+        await conn.close()
+    lite = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    await lite.open()
+    await lite.close()
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        lite_cols = {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    assert pg_cols == lite_cols
+
+
+def test_migration_command_line(pg_database: Any) -> None:
+    import subprocess
+    import sys
+
+    def run() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "settlement.store.postgres", str(pg_database)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        return out.stdout.strip()
+
+    v = len(MIGRATIONS)
+    assert run().endswith(f"schema version 0 -> {v}")
+    assert run().endswith(f"schema version {v} -> {v}")
+
+
+async def test_migrations_concurrent_nodes_and_upgrades(pg: Stores) -> None:
+    # many nodes starting at once on an empty database: all open, schema made once
+    await asyncio.gather(*(pg.open(pool_size=1) for _ in range(8)))
+    conn = await asyncpg.connect(pg.url)
+    try:
+        extra = (*MIGRATIONS, "ALTER TABLE rooms ADD COLUMN note TEXT")
+        racers = [asyncpg.connect(pg.url) for _ in range(4)]
+        conns = await asyncio.gather(*racers)
+        try:
+            results = await asyncio.gather(*(migrate(c, extra) for c in conns))
+        finally:
+            await asyncio.gather(*(c.close() for c in conns))
+        v = len(MIGRATIONS)
+        assert sorted(results) == [(v, v + 1)] + [(v + 1, v + 1)] * 3  # applied exactly once
+        assert await conn.fetchval("SELECT value FROM meta WHERE key='schema_version'") == str(
+            v + 1
+        )
+        # this release now meets a newer schema: refuse to open
+        with pytest.raises(SchemaTooNew, match="newer"):
+            await PostgresStore(pg.url).open()
+    finally:
+        await conn.close()
+
+
+async def test_failed_migration_rolls_back_whole(pg: Stores) -> None:
+    conn = await asyncpg.connect(pg.url)
+    try:
+        with pytest.raises(asyncpg.PostgresError):
+            await migrate(conn, (*MIGRATIONS, "CREATE TABLE broken (x nonsense_type)"))
+        assert await conn.fetchval("SELECT to_regclass('rooms')") is None
+        assert await migrate(conn) == (0, len(MIGRATIONS))
+    finally:
+        await conn.close()
+
+
+class _LostAfterCommit(PostgresStore):
+    """The COMMIT reaches the server, then the link breaks before the answer."""
+
+    async def _finish(self, tx: Any) -> None:
+        await tx.commit()
+        raise ConnectionResetError("link lost after COMMIT")
+
+
+class _LostBeforeCommit(PostgresStore):
+    """The link breaks with COMMIT unsent: the server rolls back."""
+
+    async def _finish(self, tx: Any) -> None:
+        await tx.rollback()
+        raise ConnectionResetError("link lost before COMMIT")
+
+
+class _LostOtherWon(PostgresStore):
+    """While our COMMIT's fate is unknown, another writer took the seq."""
+
+    other: Callable[[], Any]
+
+    async def _finish(self, tx: Any) -> None:
+        await tx.rollback()
+        await self.other()
+        raise TimeoutError("COMMIT timed out")
+
+
+async def test_commit_outcome_unknown_is_resolved(pg: Stores) -> None:
+    plain = await pg.open()
+    await plain.commit(new_room("r1"))
+
+    after = _LostAfterCommit(pg.url)
+    await after.open()
+    pg.open_ones.append(after)
+    await after.commit(step("r1", 1, who="after"))  # it did commit: success, not Unavailable
+    before = _LostBeforeCommit(pg.url)
+    await before.open()
+    pg.open_ones.append(before)
+    with pytest.raises(Unavailable, match="nothing committed"):
+        await before.commit(step("r1", 2, who="before"))
+    other = _LostOtherWon(pg.url)
+    other.other = lambda: plain.commit(step("r1", 2, who="other"))
+    await other.open()
+    pg.open_ones.append(other)
+    with pytest.raises(Conflict):
+        await other.commit(step("r1", 2, who="mine"))
+    room = await plain.load_room("r1")
+    assert room is not None
+    assert [e.get("who") for e in room.events] == [None, "after", "other"]
