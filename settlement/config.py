@@ -20,6 +20,10 @@ class Settings:
     rate_burst: int = 40
     max_frame_bytes: int = 64 * 1024
     key_dir: str | None = None  # where the signing key and token secret live
+    guess_burst: int = 100  # failed joins/resumes per client address, then...
+    guess_rate: float = 20.0  # ...this many a second
+    trust_proxy: bool = False  # take the client address from X-Forwarded-For
+    db_pool_size: int = 10  # PostgreSQL connections per node
     log_level: str = "INFO"
 
     def keys_path(self) -> Path:
@@ -46,6 +50,22 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
     p.add_argument("--burst", type=int, default=int(env.get("SETTLEMENT_BURST", d.rate_burst)))
     p.add_argument("--key-dir", default=env.get("SETTLEMENT_KEY_DIR") or None)
     p.add_argument("--log-level", default=env.get("SETTLEMENT_LOG_LEVEL", d.log_level))
+    p.add_argument(
+        "--guess-burst", type=int, default=int(env.get("SETTLEMENT_GUESS_BURST", d.guess_burst))
+    )
+    p.add_argument(
+        "--guess-rate", type=float, default=float(env.get("SETTLEMENT_GUESS_RATE", d.guess_rate))
+    )
+    p.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=int(env.get("SETTLEMENT_DB_POOL_SIZE", d.db_pool_size)),
+    )
+    p.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        default=env.get("SETTLEMENT_TRUST_PROXY", "") not in ("", "0", "false"),
+    )
     a = p.parse_args(argv)
     return Settings(
         host=a.host,
@@ -57,4 +77,8 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         rate_burst=a.burst,
         key_dir=a.key_dir,
         log_level=a.log_level.upper(),
+        guess_burst=a.guess_burst,
+        guess_rate=a.guess_rate,
+        trust_proxy=a.trust_proxy,
+        db_pool_size=a.db_pool_size,
     )

@@ -10,6 +10,7 @@ import structlog
 
 def configure(level: str = "INFO") -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)  # reconnect chatter in outages
     for noisy in ("aiohttp.access", "engineio", "socketio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(

@@ -24,6 +24,7 @@ from .rooms import Session, TokenBucket
 from .service import Service
 
 NAMESPACE = "/settlement"
+MAX_QUEUED_PACKETS = 500
 RESERVED_EVENTS = frozenset(
     {
         "connect",
@@ -61,6 +62,18 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
     service: Service
     settings: Settings
 
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        # Bounded per-socket queues: a client that stops reading is dropped
+        # instead of buffering every broadcast for it forever.
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and sock.queue.qsize() >= MAX_QUEUED_PACKETS:
+            if not getattr(sock, "settlement_dropping", False):
+                sock.settlement_dropping = True
+                log.warning("slow_client_dropped", queued=sock.queue.qsize())
+                self.start_background_task(self.eio.disconnect, eio_sid)
+            return
+        await super()._send_packet(eio_sid, pkt)
+
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: list[Any], namespace: str, id: Any
     ) -> None:
@@ -93,6 +106,14 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
             payload: Any = args  # more than one argument: not an object payload
         else:
             payload = args[0] if args else None
+        if self.service.draining:
+            return {
+                "ok": False,
+                "error": {
+                    "code": "unavailable",
+                    "message": "The server is restarting; retry with the same request_id.",
+                },
+            }
         if not session.bucket.take():
             # Checked on arrival, before the socket's queue: "before everything else".
             return await self.service.rate_limited(session, event, payload)
@@ -100,6 +121,17 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
             if session.closed:
                 return None
             return await self.service.handle(session, event, payload)
+
+
+def client_address(environ: dict[str, Any], trust_proxy: bool) -> str:
+    """The peer's address (python-engineio's environ always says 127.0.0.1)."""
+    if trust_proxy:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return str(forwarded.split(",")[-1].strip())  # the hop our proxy saw
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or "unknown")
 
 
 def build_server(settings: Settings) -> SettlementServer:
@@ -127,6 +159,7 @@ def build_server(settings: Settings) -> SettlementServer:
             view="html" if view == "html" else "json",
             locale=views.negotiate_locale(environ.get("HTTP_ACCEPT_LANGUAGE")),
             bucket=TokenBucket(settings.rate_burst, settings.rate_per_second),
+            remote=client_address(environ, settings.trust_proxy),
         )
         # Hold the socket's lock until the connect-time resume is done, so its
         # first commands already see it seated. The resume runs after this

@@ -36,6 +36,46 @@ class TokenBucket:
         return False
 
 
+class GuessLimiter:
+    """Per-address budget for *failed* joins and resumes (unknown id, wrong token).
+
+    Connection ids carry 60 random bits; this makes guessing them (or tokens)
+    from one address cost real time: `burst` failures, then `rate` a second.
+    """
+
+    def __init__(self, burst: int = 100, rate: float = 20.0, max_addresses: int = 50_000) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.max_addresses = max_addresses
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def exhausted(self, address: str) -> bool:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return False
+        now = time.monotonic()
+        bucket.tokens = min(bucket.capacity, bucket.tokens + (now - bucket.stamp) * bucket.rate)
+        bucket.stamp = now
+        return bucket.tokens < 1.0
+
+    def charge(self, address: str) -> None:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._prune()
+            bucket = self._buckets[address] = TokenBucket(self.burst, self.rate)
+        bucket.take()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for address, b in list(self._buckets.items()):
+            if b.tokens + (now - b.stamp) * b.rate >= b.capacity:
+                del self._buckets[address]
+        if len(self._buckets) >= self.max_addresses:  # still full: forget the oldest
+            for address in list(self._buckets)[: self.max_addresses // 10]:
+                del self._buckets[address]
+
+
 @dataclass(eq=False)
 class Session:
     """One connected socket of the `/settlement` namespace."""
@@ -44,7 +84,9 @@ class Session:
     view: str
     locale: str
     bucket: TokenBucket
+    remote: str = "unknown"
     seat: tuple[str, Party] | None = None
+    token_hash: str | None = None  # of the token that seated it: a seat left elsewhere shows
     last_seat: tuple[str, Party] | None = None
     closed: bool = False
     # Commands of one socket run one at a time, in the order they arrived.

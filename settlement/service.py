@@ -30,7 +30,7 @@ from .cluster import Cluster
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
 from .negotiation import Party, Refusal, RoomState
-from .rooms import Registry, Session
+from .rooms import GuessLimiter, Registry, Session
 from .signing import Signer
 from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
 
@@ -104,6 +104,7 @@ class Service:
         max_amount: Decimal = money.DEFAULT_MAXIMUM,
         metrics_: metrics.Metrics | None = None,
         cluster: Cluster | None = None,
+        guesses: GuessLimiter | None = None,
     ) -> None:
         self.store = store
         self.cluster = cluster
@@ -118,6 +119,11 @@ class Service:
         self.max_amount = max_amount
         self.metrics = metrics_ or metrics.Metrics()
         self.registry = Registry()
+        self.guesses = guesses or GuessLimiter()
+        self.draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._rooms: OrderedDict[str, CachedRoom] = OrderedDict()
         self._locks: dict[str, list[Any]] = {}
 
@@ -202,6 +208,8 @@ class Service:
         """Answer one command with its ack; never raises."""
         started = time.perf_counter()
         seat = s.seat
+        self._inflight += 1
+        self._idle.clear()
         try:
             ack = await self._handle(s, event, payload)
         except Unavailable:
@@ -209,8 +217,8 @@ class Service:
                 s,
                 Refusal(
                     "unavailable",
-                    "The store cannot commit right now; nothing changed. "
-                    "Retry with the same request_id.",
+                    "The store could not commit this command right now. "
+                    "Retry with the same request_id (a repeat is never applied twice).",
                 ),
             )
         except Exception:
@@ -222,7 +230,19 @@ class Service:
                     "The server could not complete this command; retry with the same request_id.",
                 ),
             )
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
         return self._account(s, event, payload, ack, started, seat)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown: refuse new commands, let those in flight commit and answer."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("drain_timeout", inflight=self._inflight)
 
     async def rate_limited(self, s: Session, event: Any, payload: Any) -> dict[str, Any]:
         """The answer to a command over the socket's budget (it takes no token)."""
@@ -284,13 +304,32 @@ class Service:
             )
         if p.event == "create":
             return await self._create(s, p)
-        if p.event == "resume":
-            return await self._resume(s, p.fields["connection_id"], p.fields["token"])
+        if p.event in ("join", "resume"):
+            return await self._guarded(s, p, scope)
         if p.event == "history":
             return await self._history(s, p.fields.get("after_seq", 0))
         if p.event == "receipt":
             return await self._receipt(s)
         return await self._room_command(s, p, scope)
+
+    async def _guarded(self, s: Session, p: Payload, scope: str | None) -> dict[str, Any]:
+        """join/resume: an address that keeps naming unknown rooms or wrong tokens waits."""
+        if self.guesses.exhausted(s.remote):
+            return await self._refuse(
+                s,
+                Refusal(
+                    "rate_limited",
+                    "Too many unknown connection ids or wrong tokens from your address; "
+                    "wait a little and check the id.",
+                ),
+            )
+        if p.event == "resume":
+            ack = await self._resume(s, p.fields["connection_id"], p.fields["token"])
+        else:
+            ack = await self._room_command(s, p, scope)
+        if not ack["ok"] and ack["error"]["code"] in ("not_found", "bad_token"):
+            self.guesses.charge(s.remote)
+        return ack
 
     def _scope(self, s: Session, p: Payload) -> str | None:
         if p.event == "create":
@@ -428,6 +467,15 @@ class Service:
                 room, from_cache = await self._room(cid, fresh=attempt > 0)
                 if room is None:
                     return await self._refuse(s, Refusal("not_found", "No connection has that id."))
+                if actor is not None and room.token_hashes.get(actor) != s.token_hash:
+                    if from_cache:
+                        room, from_cache = await self._room(cid, fresh=True)
+                    if room is None or room.token_hashes.get(actor) != s.token_hash:
+                        # The seat was left (on another node): this socket no longer holds it.
+                        await self._unseat(s)
+                        return await self._refuse(
+                            s, Refusal("not_seated", "This seat was left; join again.")
+                        )
                 decision = negotiation.decide(
                     room.state, actor, command, now_iso(), self.max_amount
                 )
@@ -523,6 +571,7 @@ class Service:
     ) -> None:
         cid = room.state.connection_id
         was_online = (await self._online(cid))[party]
+        s.token_hash = room.token_hashes.get(party)
         for name in self.registry.seat(s, cid, party):
             await self.pub.enter(s.sid, name)
         self.metrics.seated.inc()
@@ -547,9 +596,13 @@ class Service:
         leavers = self.registry.holders(cid, party)
         for leaver in leavers:
             await self._unseat(leaver)
-        if self.cluster is not None:
+        if self.cluster is None:
+            await self._publish(room)
+        else:
+            # Other nodes unseat their sockets of this seat *before* telling their
+            # sockets (so none of them acts on the seat after seeing it free).
             await self.cluster.publish({"t": "unseat", "cid": cid, "party": party})
-        await self._publish(room)
+            await self._publish(room, local=True)
         snapshot = await self._snapshot(room)
         for leaver in leavers:
             await self._send_one(leaver, room, snapshot, party=None)
@@ -563,18 +616,29 @@ class Service:
             self._rooms.pop(cid, None)
 
     async def _remote_unseat(self, cid: str, party: str) -> None:
-        """A seat was left on another node: unseat this node's sockets of it."""
+        """A seat was left on another node: unseat this node's sockets of it, then tell."""
         async with self._room_lock(cid):
-            leavers = self.registry.holders(cid, party)
-            if not leavers:
-                return
             room, _ = await self._room(cid, fresh=True)
-            for leaver in leavers:
-                await self._unseat(leaver)
             if room is not None:
-                snapshot = await self._snapshot(room)
-                for leaver in leavers:
-                    await self._send_one(leaver, room, snapshot, party=None, local=True)
+                await self._reconcile(room, local_publish=True)
+
+    async def _reconcile(self, room: CachedRoom, *, local_publish: bool) -> None:
+        """Unseat local sockets whose seat was left since; re-send the snapshot locally."""
+        cid = room.state.connection_id
+        leavers = [
+            s
+            for p in negotiation.PARTIES
+            for s in self.registry.holders(cid, p)
+            if room.token_hashes.get(p) != s.token_hash
+        ]
+        for leaver in leavers:
+            await self._unseat(leaver)
+        if local_publish:
+            await self._publish(room, local=True)
+        if leavers:
+            snapshot = await self._snapshot(room)
+            for leaver in leavers:
+                await self._send_one(leaver, room, snapshot, party=None)
 
     async def _republish(self, cid: str) -> None:
         room, _ = await self._room(cid, fresh=True)
@@ -589,7 +653,8 @@ class Service:
             except Unavailable:
                 continue
             if room is not None:
-                await self._publish(room, local=True)
+                async with self._room_lock(cid):
+                    await self._reconcile(room, local_publish=True)
 
     async def _publish(self, room: CachedRoom, *, local: bool = False) -> None:
         """One snapshot per change to every socket of the room, rendered once per audience."""
@@ -684,12 +749,17 @@ class Service:
         if not isinstance(token, str) or not isinstance(cid, str):
             await self._error(s, "bad_token", "That seat token is not valid for this connection.")
             return
+        if self.guesses.exhausted(s.remote):
+            await self._error(s, "rate_limited", "Too many failed resumes from your address.")
+            return
         try:
             ack = await self._resume(s, cid, token, at_connect=True)
         except Unavailable:
             await self._error(s, "unavailable", "The store is not answering; reconnect shortly.")
             return
         if not ack["ok"]:
+            if ack["error"]["code"] in ("not_found", "bad_token"):
+                self.guesses.charge(s.remote)
             await self._error(s, ack["error"]["code"], ack["error"]["message"])
 
     async def _error(self, s: Session, code: str, message: str) -> None:

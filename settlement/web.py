@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -13,10 +14,13 @@ from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
 from .ids import TokenMint
-from .realtime import SioPublisher, build_server
+from .realtime import SioPublisher, build_server, client_address
+from .rooms import GuessLimiter
 from .service import Service
 from .signing import Signer
 from .store import open_store
+
+log = structlog.get_logger("settlement.web")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -45,6 +49,47 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     if isinstance(response, web.HTTPException):
         raise response
     return response
+
+
+GUARDED_PREFIXES = ("/c/", "/api/connections/")
+
+
+def make_guess_guard(trust_proxy: bool) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Pages and the receipt route name rooms too: unknown ids and wrong tokens count
+    against the same per-address budget as failed joins and resumes."""
+
+    @web.middleware
+    async def guess_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(GUARDED_PREFIXES):
+            return await handler(request)
+        service: Service = request.app[SERVICE]
+        address = client_address({"aiohttp.request": request, **_forwarded(request)}, trust_proxy)
+        if service.guesses.exhausted(address):
+            return _json(
+                429,
+                {
+                    "error": {
+                        "code": "rate_limited",
+                        "message": "Too many unknown ids or wrong tokens.",
+                    }
+                },
+            )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status in (401, 404):
+                service.guesses.charge(address)
+            raise
+        if response.status in (401, 404):
+            service.guesses.charge(address)
+        return response
+
+    return guess_guard
+
+
+def _forwarded(request: web.Request) -> dict[str, str]:
+    value = request.headers.get("X-Forwarded-For")
+    return {"HTTP_X_FORWARDED_FOR": value} if value else {}
 
 
 def _json(status: int, body: object) -> web.Response:
@@ -87,13 +132,16 @@ async def keys_route(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings) -> web.Application:
     """The whole server: HTTP routes and the Socket.IO namespace on one aiohttp app."""
-    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[security_headers, make_guess_guard(settings.trust_proxy)],
+        client_max_size=64 * 1024,
+    )
     sio = build_server(settings)
     sio.attach(app)
     keys = settings.keys_path()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, pool_size=settings.db_pool_size)
         await store.open()
         cluster = Cluster(settings.redis_url) if settings.redis_url else None
         service = Service(
@@ -103,6 +151,7 @@ def create_app(settings: Settings) -> web.Application:
             TokenMint.load_or_create(Path(keys) / "seat-token.secret"),
             max_amount=settings.max_amount,
             cluster=cluster,
+            guesses=GuessLimiter(settings.guess_burst, settings.guess_rate),
         )
         sio.service = service
         app[SERVICE] = service
@@ -113,7 +162,14 @@ def create_app(settings: Settings) -> web.Application:
             await cluster.close()
         await store.close()
 
+    async def drain(app: web.Application) -> None:
+        # Runs after the listener closed and before connections are: in-flight
+        # commands commit and are acknowledged, then the store closes.
+        await app[SERVICE].drain()
+        log.info("drained")
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(drain)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_route)
     app.router.add_get("/api/connections/{connection_id}/receipt", receipt_route)

@@ -16,6 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Real PostgreSQL, Redis and nginx processes for the tests that need them.
+pytest_plugins = ["tests.pg", "tests.services"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", help="run long fault and load tests")
@@ -111,6 +114,22 @@ class ServerProcess:
     def restart(self, *, hard: bool = True) -> None:
         self.kill() if hard else self.stop()
         self.start()
+
+    def dump_store(self) -> bytes:
+        """Everything the store holds, as bytes (to search it for secrets)."""
+        if self.database_url.startswith("sqlite:///"):
+            data = b""
+            for suffix in ("", "-wal", "-journal"):
+                path = self.db_path.with_name(self.db_path.name + suffix)
+                if path.exists():
+                    data += path.read_bytes()
+            return data
+        tables = ("meta", "rooms", "events", "seats", "idempotency")
+        sql = ";".join(f"COPY {t} TO STDOUT" for t in tables)
+        out = subprocess.run(
+            ["psql", self.database_url, "-q", "-c", sql], capture_output=True, check=True
+        )
+        return out.stdout
 
     def log(self) -> str:
         try:

@@ -13,9 +13,8 @@ import pytest
 from settlement import ledger
 from settlement.client import SettlementClient
 from tests.conftest import ServerProcess
+from tests.pg import PgUrl
 from tests.services import Nginx, RedisServer
-
-pytest_plugins = ["tests.services"]
 
 
 class Cluster:
@@ -40,9 +39,15 @@ class Cluster:
             node.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, redis_server, f"sqlite:///{tmp_path / 'shared.db'}")
+@pytest.fixture(params=["postgres", "sqlite"])
+def cluster(
+    tmp_path: Path, redis_server: RedisServer, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    if request.param == "postgres":
+        url = str(request.getfixturevalue("pg_database"))
+    else:  # two processes on one SQLite file: also serialised by (connection_id, seq)
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    c = Cluster(tmp_path, redis_server, url)
     c.start()
     try:
         yield c
@@ -199,3 +204,50 @@ async def test_bots_settle_through_nginx(cluster: Cluster, tmp_path: Path) -> No
             assert r.status == 200 and await r.json() == {"status": "ok"}
     finally:
         proxy.stop()
+
+
+async def test_postgres_outage_gives_unavailable_and_recovers_without_restart(
+    tmp_path: Path, redis_server: RedisServer, pg_database: PgUrl
+) -> None:
+    c = Cluster(tmp_path, redis_server, str(pg_database))
+    c.start()
+    try:
+        n1, n2 = c.nodes
+        a = await SettlementClient(n1.url).connect()
+        b = await SettlementClient(n2.url).connect()
+        created = await a.create("A")
+        await b.join(created["connection_id"])
+        first = await a.propose("100")
+        pg_database.stop_postgres()
+        async with aiohttp.ClientSession() as http:
+            r = await http.get(n1.url + "/healthz")
+            assert r.status == 503
+        refused = await a.call("propose", {"amount": "200", "request_id": "during-outage-1"})
+        assert refused["ok"] is False and refused["error"]["code"] == "unavailable"
+        pg_database.start_postgres()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                r = await http.get(n1.url + "/healthz")
+                if r.status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status == 200
+        # the same request_id now commits, once; nothing acked before was lost
+        retried = await a.call("propose", {"amount": "200", "request_id": "during-outage-1"})
+        assert retried["ok"] is True and retried["version"] == first["version"] + 1
+        again = await a.call("propose", {"amount": "200", "request_id": "during-outage-1"})
+        assert again == retried
+        await until(lambda: b.last_state is not None and b.last_state["offer"]["version"] == 2)
+        await b.accept(2)
+        events = await b.history()
+        assert [e["type"] for e in events] == [
+            "created",
+            "joined",
+            "proposed",
+            "proposed",
+            "accepted",
+        ]
+        await a.close()
+        await b.close()
+    finally:
+        c.stop()

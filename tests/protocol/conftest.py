@@ -2,14 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import ServerProcess
+
 from .bots import Bot
 
 BotFactory = Callable[..., Awaitable[Bot]]
+
+
+# The whole protocol suite runs against both stores: SQLite, and PostgreSQL.
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _database_url(kind: str, request: pytest.FixtureRequest) -> str | None:
+    if kind == "sqlite":
+        return None  # the server's own file in its folder
+    pg = request.getfixturevalue("postgres_url")
+    pg.server.start_postgres()
+    name = f"t_{uuid.uuid4().hex}"
+    pg.server.psql(f"CREATE DATABASE {name}")
+    return str(pg.server.url_for(name))
+
+
+def _serve(folder: Path, kind: str, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    srv = ServerProcess(folder, database_url=_database_url(kind, request))
+    srv.kind = kind  # type: ignore[attr-defined]
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    yield from _serve(tmp_path, store_kind, request)
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, store_kind: str, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    yield from _serve(tmp_path_factory.mktemp("server"), store_kind, request)
 
 
 class Bots:

@@ -10,12 +10,7 @@ from .bots import assert_ok
 
 
 def _db_bytes(srv) -> bytes:
-    data = b""
-    for suffix in ("", "-wal", "-journal"):
-        path = srv.db_path.with_name(srv.db_path.name + suffix)
-        if path.exists():
-            data += path.read_bytes()
-    return data
+    return srv.dump_store()
 
 
 async def test_tokens_are_never_logged(shared_server, bots):
