@@ -36,7 +36,10 @@ def test_a_fresh_room_awaits_an_offer_with_the_creator_seated() -> None:
     snap = state.snapshot({"B": True})
     assert snap["status"] == "awaiting_offer"
     assert snap["seq"] == 1
-    assert snap["parties"] == {"A": {"seated": False, "online": False}, "B": {"seated": True, "online": True}}
+    assert snap["parties"] == {
+        "A": {"seated": False, "online": False},
+        "B": {"seated": True, "online": True},
+    }
     assert snap["offer"] is None and snap["last_response"] is None and snap["settlement"] is None
     assert log[0]["type"] == "created" and log[0]["currency"] == "JPY"
 
@@ -67,7 +70,12 @@ def test_after_a_dispute_b_cannot_answer_until_a_new_version() -> None:
     state = step(state, log, "A", Propose("100"))
     state = step(state, log, "B", Respond("dispute", 1, "too high"))
     assert state.status == "disputed"
-    assert state.last_response == {"decision": "dispute", "version": 1, "reason": "too high", "at": NOW}
+    assert state.last_response == {
+        "decision": "dispute",
+        "version": 1,
+        "reason": "too high",
+        "at": NOW,
+    }
     assert step(state, log, "B", Respond("accept", 1, None)).code == "already_responded"
     state = step(state, log, "A", Propose("80"))
     state = step(state, log, "B", Respond("accept", 2, None))
