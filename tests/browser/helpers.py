@@ -1,0 +1,45 @@
+"""Steps a person takes on the pages, located by role and accessible name."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+ID_IN_URL = re.compile(r"/c/([0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4})$")
+
+
+def create(page: Page, base_url: str, party: str = "A", currency: str = "USD") -> str:
+    """Create a connection from the landing page; returns its id."""
+    page.goto(base_url + "/")
+    page.get_by_role("radio", name=f"Party {party}", exact=True).check()
+    page.get_by_label("Currency", exact=True).select_option(currency)
+    page.get_by_role("button", name="Create connection", exact=True).click()
+    page.wait_for_url(ID_IN_URL)
+    expect(page.get_by_text(f"You are Party {party}", exact=True)).to_be_visible()
+    match = ID_IN_URL.search(page.url)
+    assert match is not None
+    return match.group(1)
+
+
+def join(page: Page, base_url: str, connection_id: str, party: str = "B") -> None:
+    """Join by typing the id on the landing page (the free seat)."""
+    page.goto(base_url + "/")
+    page.get_by_label("Connection ID", exact=True).fill(connection_id)
+    page.get_by_role("button", name="Join", exact=True).click()
+    page.wait_for_url(ID_IN_URL)
+    expect(page.get_by_text(f"You are Party {party}", exact=True)).to_be_visible()
+
+
+def propose(page: Page, amount: str) -> None:
+    page.get_by_label("Amount", exact=True).fill(amount)
+    page.get_by_role("button", name="Submit", exact=True).click()
+
+
+def offer_shown(page: Page, text: str) -> None:
+    """B's answer form names the offer it answers."""
+    expect(page.locator("#respond-offer")).to_contain_text(text)
+
+
+def status(page: Page):  # noqa: ANN201 - a Locator
+    return page.locator("#status")
