@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -59,34 +60,50 @@ SIGNATURE_MISMATCH = "signature does not match: the receipt was altered or not i
 # --- canonical form and hashing -------------------------------------------------
 
 
-def _check_json_value(value: object, where: str) -> None:
+_SAFE_INT = 2**53 - 1
+
+
+def _check_json_value(value: object, where: str) -> bool:
     """Refuse anything outside the protocol's value set before it reaches a hash.
 
     Booleans and floats would canonicalise fine, but they are not allowed in
     events, and letting one slip in would make a hash that other implementations
-    (which follow the protocol) can never reproduce.
+    (which follow the protocol) can never reproduce. Returns whether the value
+    is in the domain where orjson's sorted output *is* RFC 8785 (ASCII keys,
+    I-JSON safe integers).
     """
     if value is None or isinstance(value, str):
-        return
+        return True
     if isinstance(value, bool) or not isinstance(value, int | dict | list):
         raise TypeError(f"{where}: {type(value).__name__} is not allowed (str, int, null only)")
+    if isinstance(value, int):
+        return -_SAFE_INT <= value <= _SAFE_INT
+    fast = True
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{where}: object keys must be strings")
-            _check_json_value(item, f"{where}.{key}")
-    elif isinstance(value, list):
+            fast = _check_json_value(item, f"{where}.{key}") and key.isascii() and fast
+    else:
         for index, item in enumerate(value):
-            _check_json_value(item, f"{where}[{index}]")
+            fast = _check_json_value(item, f"{where}[{index}]") and fast
+    return fast
 
 
 def canonical_json(obj: Any) -> bytes:
     """RFC 8785 canonical JSON, so every party hashes and signs the very same bytes.
 
+    For ASCII keys, safe integers, strings and null, orjson with sorted keys
+    writes exactly RFC 8785's bytes (checked against the `rfc8785` package by a
+    property test) at a fraction of the cost; anything else goes to `rfc8785`.
     Raises TypeError for values outside str/int/None/dict/list and ValueError
     (from rfc8785) for integers outside the I-JSON safe range or lone surrogates.
     """
-    _check_json_value(obj, "value")
+    if _check_json_value(obj, "value"):
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # e.g. a lone surrogate: let rfc8785 say what is wrong
     return rfc8785.dumps(obj)
 
 

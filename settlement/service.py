@@ -55,6 +55,8 @@ class CachedRoom:
     events: list[dict[str, Any]]
     token_hashes: dict[str, str | None]
     receipt: dict[str, Any] | None = None
+    # (scope, request_id) -> record: a retry is recognised without a store read.
+    idem: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,7 +158,12 @@ class Service:
         if stored is None:
             self._rooms.pop(cid, None)
             return None, False
-        room = CachedRoom(negotiation.fold(stored.events), stored.events, stored.token_hashes)
+        room = CachedRoom(
+            negotiation.fold(stored.events),
+            stored.events,
+            stored.token_hashes,
+            idem={(r.scope, r.request_id): r for r in stored.idempotency},
+        )
         self._remember(cid, room)
         return room, False
 
@@ -342,7 +349,7 @@ class Service:
 
     async def _replay(self, s: Session, p: Payload, scope: str) -> dict[str, Any] | None:
         assert p.request_id is not None
-        rec = await self.store.idempotency(scope, p.request_id)
+        rec = await self._lookup(scope, p.request_id)
         if rec is None:
             return None
         if rec.fingerprint != fingerprint(p):
@@ -360,6 +367,18 @@ class Service:
             if s.seat is None:
                 await self._reseat(s, ack["connection_id"], ack["party"], token)
         return ack
+
+    async def _lookup(self, scope: str, request_id: str) -> IdempotencyRecord | None:
+        """A stored ack: from the room's cached records, or (for `create`) the store.
+
+        A cached room may trail another process; a miss there is caught when
+        the commit conflicts (or a refusal is re-checked) and the room reloads.
+        """
+        if scope == "server":
+            return await self.store.idempotency(scope, request_id)
+        cid = scope.split(":")[1]
+        room, _ = await self._room(cid)
+        return room.idem.get((scope, request_id)) if room is not None else None
 
     async def _reseat(self, s: Session, cid: str, party: Party, token: str) -> None:
         """A replayed create/join seats the socket again, unless the token was revoked."""
@@ -456,6 +475,7 @@ class Service:
             assert s.seat is not None
             cid, actor = s.seat
         command = self._command(p)
+        replay_now = False
         for attempt in range(MAX_ATTEMPTS):
             if attempt and scope is not None and p.request_id is not None:
                 # Lost a race: perhaps to the same request_id (outside the lock: a
@@ -480,12 +500,16 @@ class Service:
                     room.state, actor, command, now_iso(), self.max_amount
                 )
                 if isinstance(decision, Refusal) and from_cache:
-                    # The cache may trail another process: refuse only on fresh state.
+                    # The cache may trail another process: refuse only on fresh state
+                    # (where this very request may turn out to be committed already).
                     room, _ = await self._room(cid, fresh=True)
                     if room is None:
                         return await self._refuse(
                             s, Refusal("not_found", "No connection has that id.")
                         )
+                    if p.request_id is not None and (scope, p.request_id) in room.idem:
+                        replay_now = True
+                        break
                     decision = negotiation.decide(
                         room.state, actor, command, now_iso(), self.max_amount
                     )
@@ -498,6 +522,10 @@ class Service:
                     self._rooms.pop(cid, None)
             # Another process keeps winning: back off a little, with jitter.
             await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+        if replay_now and scope is not None:
+            replay = await self._replay(s, p, scope)  # outside the lock: a join re-seats
+            if replay is not None:
+                return replay
         raise Unavailable("the room kept changing; retry")
 
     async def _commit(
@@ -527,7 +555,7 @@ class Service:
         elif last["type"] == "left":
             seats[last["party"]] = hashes[last["party"]] = None
             online[last["party"]] = False
-        new_room = CachedRoom(new_state, room.events + events, hashes)
+        new_room = CachedRoom(new_state, room.events + events, hashes, idem=room.idem)
         snapshot = new_state.snapshot(online)
         if p.event == "join":
             ack = ok(connection_id=cid, party=last["party"], token="", state=snapshot)
@@ -537,6 +565,7 @@ class Service:
             ack = ok(version=last["version"], state=snapshot)
         else:
             ack = ok(state=snapshot)
+        record = self._record(scope, p, cid, ack, nonce)
         await self.store.commit(
             Commit(
                 connection_id=cid,
@@ -545,10 +574,12 @@ class Service:
                 status=new_state.status,
                 currency=new_state.currency,
                 seats=seats,
-                idempotency=self._record(scope, p, cid, ack, nonce),
+                idempotency=record,
             )
         )
         # Durable from here on: update what this node knows, then tell everyone.
+        if record is not None:
+            new_room.idem[(record.scope, record.request_id)] = record
         self._remember(cid, new_room)
         if self.cluster is not None:
             await self.cluster.publish({"t": "changed", "cid": cid, "seq": new_state.seq})

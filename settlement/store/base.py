@@ -35,6 +35,8 @@ class IdempotencyRecord:
 class StoredRoom:
     events: list[dict[str, Any]]
     token_hashes: dict[str, str | None]
+    # The room's idempotency records, so a retry is recognised without a read.
+    idempotency: list[IdempotencyRecord] = field(default_factory=list)
 
 
 @dataclass

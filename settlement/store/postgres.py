@@ -75,6 +75,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rooms_open ON rooms (status) WHERE status != 'settled';
     """,
+    # 2: a room's idempotency records are loaded with the room.
+    """
+    CREATE INDEX idempotency_room ON idempotency (connection_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -390,9 +394,15 @@ class PostgresStore:
                     "SELECT party, token_hash FROM seats WHERE connection_id = $1",
                     connection_id,
                 )
+                keys = await conn.fetch(
+                    "SELECT scope, request_id, connection_id, fingerprint, ack, token_nonce "
+                    "FROM idempotency WHERE connection_id = $1",
+                    connection_id,
+                )
             hashes: dict[str, str | None] = {"A": None, "B": None}
             hashes.update({r["party"]: r["token_hash"] for r in seats})
-            return StoredRoom([orjson.loads(r["body"]) for r in rows], hashes)
+            records = [IdempotencyRecord(*tuple(r)) for r in keys]
+            return StoredRoom([orjson.loads(r["body"]) for r in rows], hashes, records)
 
         return await self._with_retry(op)
 

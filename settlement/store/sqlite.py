@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (scope, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rooms_open ON rooms (status) WHERE status != 'settled';
+CREATE INDEX IF NOT EXISTS idempotency_room ON idempotency (connection_id);
 """
 
 _STOP = object()
@@ -158,6 +159,25 @@ class SQLiteStore:
                     future.set_exception(outcome)
 
     def _write_batch(self, batch: list[Commit]) -> list[BaseException | None]:
+        """One transaction for the batch; per-command savepoints only if one conflicts."""
+        conn = self._wconn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for change in batch:
+                self._apply(conn, change)
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            return self._write_isolated(batch)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return [None] * len(batch)
+
+    def _write_isolated(self, batch: list[Commit]) -> list[BaseException | None]:
+        """The slow path: each command in its own savepoint, so a loser fails alone."""
         conn = self._wconn
         assert conn is not None
         outcomes: list[BaseException | None] = []
@@ -248,11 +268,17 @@ class SQLiteStore:
             seats = conn.execute(
                 "SELECT party, token_hash FROM seats WHERE connection_id = ?", (connection_id,)
             ).fetchall()
+            keys = conn.execute(
+                "SELECT scope, request_id, connection_id, fingerprint, ack, token_nonce "
+                "FROM idempotency WHERE connection_id = ?",
+                (connection_id,),
+            ).fetchall()
         finally:
             conn.execute("COMMIT")
         hashes: dict[str, str | None] = {"A": None, "B": None}
         hashes.update({party: token_hash for party, token_hash in seats})
-        return StoredRoom([orjson.loads(body) for (body,) in rows], hashes)
+        records = [IdempotencyRecord(*row) for row in keys]
+        return StoredRoom([orjson.loads(body) for (body,) in rows], hashes, records)
 
     async def load_room(self, connection_id: str) -> StoredRoom | None:
         result: StoredRoom | None = await self._run_read(self._load_room, connection_id)

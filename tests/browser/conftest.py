@@ -1,4 +1,4 @@
-"""Playwright fixtures: one headless Debian Chromium per session, fresh contexts per test.
+"""Playwright fixtures: one headless Debian Chromium per module (a session-wide sync Playwright loop would break the asyncio tests after it), fresh contexts per test.
 
 The browser is the system's `/usr/bin/chromium` (no Playwright download). Each
 context records page errors and console errors (a Content-Security-Policy
@@ -28,13 +28,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(

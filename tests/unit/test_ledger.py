@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from settlement import ledger
 from settlement.ledger import (
     GENESIS_HASH,
     SIGNATURE_MISMATCH,
@@ -423,3 +425,24 @@ def test_any_single_character_change_in_a_string_field_is_detected(
     replacement = data.draw(st.characters(codec="utf-8").filter(lambda c: c != original[position]))
     events[index][key] = original[:position] + replacement + original[position + 1 :]
     assert verify_chain(events) is not None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1) | st.text(),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127)), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_fast_canonical_json_is_byte_for_byte_rfc8785(value: object) -> None:
+    assert ledger.canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_canonical_json_falls_back_for_non_ascii_keys_and_big_integers() -> None:
+    assert ledger.canonical_json({"é": 1, "a": 2}) == rfc8785.dumps({"é": 1, "a": 2})
+    with pytest.raises(ValueError):
+        ledger.canonical_json({"n": 2**60})
