@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 KNOWN_EVENTS = frozenset(
@@ -11,6 +13,8 @@ KNOWN_EVENTS = frozenset(
 
 class Metrics:
     def __init__(self) -> None:
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.commands = Counter(
@@ -45,5 +49,12 @@ class Metrics:
         )
 
     def command(self, event: str, outcome: str, seconds: float) -> None:
-        self.commands.labels(event, outcome).inc()
-        self.latency.labels(event).observe(seconds)
+        # Labelled children are looked up once per (event, outcome), not per command.
+        counter = self._counters.get((event, outcome))
+        if counter is None:
+            counter = self._counters[(event, outcome)] = self.commands.labels(event, outcome)
+        histogram = self._histograms.get(event)
+        if histogram is None:
+            histogram = self._histograms[event] = self.latency.labels(event)
+        counter.inc()
+        histogram.observe(seconds)

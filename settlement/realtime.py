@@ -56,6 +56,16 @@ class JsonModule:
         return json.loads(text)
 
 
+class JsonPacket(socketio.packet.Packet):  # type: ignore[misc]
+    """Outgoing packets never carry binary attachments here, so skip the deep scan
+    python-socketio makes of every payload to find some (incoming binary packets
+    are typed on the wire and decoded as usual)."""
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        return False
+
+
 class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's AsyncServer with the settlement command dispatch."""
 
@@ -142,6 +152,7 @@ def build_server(settings: Settings) -> SettlementServer:
         async_mode="aiohttp",
         client_manager=client_manager,
         json=JsonModule,
+        serializer=JsonPacket,
         async_handlers=True,
         always_connect=False,
         max_http_buffer_size=settings.max_frame_bytes,

@@ -117,7 +117,8 @@ class Registry:
         ]
 
     def online(self, cid: str) -> dict[str, bool]:
-        return {p: bool(self._holders.get((cid, p))) for p in ("A", "B")}
+        holders = self._holders
+        return {"A": (cid, "A") in holders, "B": (cid, "B") in holders}
 
     def audiences(self, cid: str) -> list[tuple[str, str]]:
         return [a for a, n in self._audiences.get(cid, Counter()).items() if n > 0]

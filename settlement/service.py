@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from . import ledger, metrics, money, negotiation
+from . import ledger, logs, metrics, money, negotiation
 from .cluster import Cluster
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
@@ -74,9 +74,17 @@ class _Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
+    """UTC ISO 8601 with milliseconds and Z (the formatted second is reused)."""
+    global _second
     t = datetime.now(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    stamp = int(t.timestamp())
+    if stamp != _second[0]:
+        _second = (stamp, t.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{_second[1]}{t.microsecond // 1000:03d}Z"
 
 
 def _short(value: Any) -> str | None:
@@ -275,14 +283,17 @@ class Service:
             event if event in metrics.KNOWN_EVENTS else "unknown", outcome, elapsed
         )
         seat = seat or s.seat
-        log.info(
-            "command",
-            event_name=event[:40],
-            connection_id=seat[0] if seat else ack.get("connection_id"),
-            party=seat[1] if seat else ack.get("party"),
-            request_id=_short(payload.get("request_id")) if isinstance(payload, dict) else None,
-            outcome=outcome,
-            latency_ms=round(elapsed * 1000, 3),
+        logs.command_line(
+            {
+                "event_name": event[:40],
+                "connection_id": seat[0] if seat else ack.get("connection_id"),
+                "party": seat[1] if seat else ack.get("party"),
+                "request_id": (
+                    _short(payload.get("request_id")) if isinstance(payload, dict) else None
+                ),
+                "outcome": outcome,
+                "latency_ms": round(elapsed * 1000, 3),
+            }
         )
         return ack
 
@@ -592,7 +603,7 @@ class Service:
         elif last["type"] == "left":
             await self._unseat_all(new_room, last["party"])
         else:
-            await self._publish(new_room)
+            await self._publish(new_room, snapshot=snapshot)  # the ack's snapshot: built once
         return ack
 
     # -- seats, presence, fan-out --------------------------------------------
@@ -687,10 +698,13 @@ class Service:
                 async with self._room_lock(cid):
                     await self._reconcile(room, local_publish=True)
 
-    async def _publish(self, room: CachedRoom, *, local: bool = False) -> None:
+    async def _publish(
+        self, room: CachedRoom, *, local: bool = False, snapshot: dict[str, Any] | None = None
+    ) -> None:
         """One snapshot per change to every socket of the room, rendered once per audience."""
         cid = room.state.connection_id
-        snapshot = await self._snapshot(room)
+        if snapshot is None:
+            snapshot = await self._snapshot(room)
         try:
             await self.pub.emit("state", snapshot, room=f"{cid}:json", local=local)
             audiences = set(self.registry.audiences(cid))

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import views
+from . import logs, views
 from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
@@ -166,6 +166,7 @@ def create_app(settings: Settings) -> web.Application:
         # Runs after the listener closed and before connections are: in-flight
         # commands commit and are acknowledged, then the store closes.
         await app[SERVICE].drain()
+        logs.flush()
         log.info("drained")
 
     app.cleanup_ctx.append(lifecycle)
