@@ -290,6 +290,10 @@ def check_against_store(
     acked: Counter[str] = Counter()
     per_room: dict[str, Counter[str]] = {}
     amounts: dict[str, list[str]] = {}
+    seat_rows: dict[str, list[dict[str, Any]]] = {}
+    for (scope_, request_id), row in dump.idempotency.items():
+        if scope_.startswith("seat:"):
+            seat_rows.setdefault(request_id, []).append(row)
     for bot in bots:
         anomalies.extend(bot.anomalies)
         for entry in bot.log:
@@ -306,11 +310,7 @@ def check_against_store(
                 cid = entry.ack["state"]["connection_id"] if "state" in entry.ack else None
                 scope = None
             if scope is None:
-                rows = [
-                    row
-                    for (sc, r), row in dump.idempotency.items()
-                    if r == entry.request_id and sc.startswith("seat:")
-                ]
+                rows = seat_rows.get(str(entry.request_id), [])
             else:
                 row = dump.idempotency.get((scope, str(entry.request_id)))
                 rows = [row] if row else []

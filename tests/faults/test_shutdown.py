@@ -139,48 +139,51 @@ async def test_a_client_with_connect_auth_resumes_its_seat_after_a_graceful_rest
     srv = ServerProcess(tmp_path)
     srv.start()
     assert srv.proc is not None
-    a = await SettlementClient(srv.url).connect()  # reconnects by itself, seat in `auth`
-    b = await SettlementClient(srv.url).connect()
-    created = await a.create("A")
-    cid = created["connection_id"]
-    await b.join(cid)
-    await a.propose("10")
-    srv.proc.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
-    # while draining: refused with `unavailable` (or the link is already gone)
     try:
-        during = await a.sio.call(
-            "propose", {"amount": "11", "request_id": rid()}, namespace="/settlement", timeout=3
-        )
-        assert during["ok"] is False and during["error"]["code"] == "unavailable", during
-    except Exception as exc:  # the server closed the socket first: also fine
-        print("during drain:", repr(exc))
-    rc = await wait_exit(srv, 12)
-    print("graceful exit code:", rc)
-    if rc is None:  # see test_sigterm_with_idle_clients_connected_exits_promptly
+        a = await SettlementClient(srv.url).connect()  # reconnects by itself, seat in `auth`
+        b = await SettlementClient(srv.url).connect()
+        created = await a.create("A")
+        cid = created["connection_id"]
+        await b.join(cid)
+        await a.propose("10")
+        srv.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        # while draining: refused with `unavailable` (or the link is already gone)
+        try:
+            during = await a.sio.call(
+                "propose", {"amount": "11", "request_id": rid()}, namespace="/settlement", timeout=3
+            )
+            assert during["ok"] is False and during["error"]["code"] == "unavailable", during
+        except Exception as exc:  # the server closed the socket first: also fine
+            print("during drain:", repr(exc))
+        rc = await wait_exit(srv, 12)
+        print("graceful exit code:", rc)
+        if rc is None:  # see test_sigterm_with_idle_clients_connected_exits_promptly
+            srv.kill()
+        else:
+            assert rc == 0
+        assert '"drained"' in srv.log()
+        states_before = len(a.states)
+        srv.start()  # same port, same database
+        # no code of ours: the client reconnects and the server resumes its seat from `auth`
+        deadline = time.monotonic() + 20
+        while len(a.states) <= states_before and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert len(a.states) > states_before, "no snapshot after the restart"
+        state = a.states[states_before]
+        assert state["connection_id"] == cid and state["offer"]["version"] == 1
+        assert state["parties"]["A"]["online"] is True
+        assert a.sio.connected
+        acked = await a.propose("12")
+        assert acked["version"] == 2  # nothing applied during the drain
+        await b.wait_for_state(lambda s: s["offer"] and s["offer"]["version"] == 2, timeout=20)
+        history = await b.history()
+        assert [e["amount"] for e in history if e["type"] == "proposed"] == ["10.00", "12.00"]
+        for c in (a, b):
+            await c.close()
+        srv.stop()
+    finally:
         srv.kill()
-    else:
-        assert rc == 0
-    assert '"drained"' in srv.log()
-    states_before = len(a.states)
-    srv.start()  # same port, same database
-    # no code of ours: the client reconnects and the server resumes its seat from `auth`
-    deadline = time.monotonic() + 20
-    while len(a.states) <= states_before and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    assert len(a.states) > states_before, "no snapshot after the restart"
-    state = a.states[states_before]
-    assert state["connection_id"] == cid and state["offer"]["version"] == 1
-    assert state["parties"]["A"]["online"] is True
-    assert a.sio.connected
-    acked = await a.propose("12")
-    assert acked["version"] == 2  # nothing applied during the drain
-    await b.wait_for_state(lambda s: s["offer"] and s["offer"]["version"] == 2, timeout=20)
-    history = await b.history()
-    assert [e["amount"] for e in history if e["type"] == "proposed"] == ["10.00", "12.00"]
-    for c in (a, b):
-        await c.close()
-    srv.stop()
 
 
 @pytest.mark.xfail(
