@@ -32,7 +32,13 @@ def command_line(fields: dict[str, Any]) -> None:
     fields["event"] = "command"
     fields["level"] = "info"
     fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    _pending.extend(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+    try:
+        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # a client's text with lone surrogates: log it escaped
+        line = orjson.dumps(
+            {k: _printable(v) for k, v in fields.items()}, option=orjson.OPT_APPEND_NEWLINE
+        )
+    _pending.extend(line)
     if len(_pending) > 65536:
         flush()
     elif not _flush_scheduled:
@@ -41,6 +47,12 @@ def command_line(fields: dict[str, Any]) -> None:
             _flush_scheduled = True
         except RuntimeError:  # no loop (tests, tools): write now
             flush()
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def flush() -> None:

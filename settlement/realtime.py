@@ -11,6 +11,7 @@ under that socket's lock.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -18,13 +19,14 @@ import socketio
 import structlog
 
 from . import views
-from .cluster import RedisManager
+from .cluster import LocalManager, RedisManager
 from .config import Settings
 from .rooms import Session, TokenBucket
 from .service import Service
 
 NAMESPACE = "/settlement"
 MAX_QUEUED_PACKETS = 500
+_FRAME_HEAD = re.compile(r"[25](?:\d+-)?(/[^,\[{]*)?,?(\d{1,15})?")
 RESERVED_EVENTS = frozenset(
     {
         "connect",
@@ -72,17 +74,47 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
     service: Service
     settings: Settings
 
-    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
-        # Bounded per-socket queues: a client that stops reading is dropped
-        # instead of buffering every broadcast for it forever.
+    def _overflowing(self, eio_sid: str) -> bool:
+        """Bounded per-socket queues: a client that stops reading is dropped
+        instead of buffering every broadcast for it forever."""
         sock = self.eio.sockets.get(eio_sid)
-        if sock is not None and sock.queue.qsize() >= MAX_QUEUED_PACKETS:
-            if not getattr(sock, "settlement_dropping", False):
-                sock.settlement_dropping = True
-                log.warning("slow_client_dropped", queued=sock.queue.qsize())
-                self.start_background_task(self.eio.disconnect, eio_sid)
-            return
-        await super()._send_packet(eio_sid, pkt)
+        if sock is None or sock.queue.qsize() < MAX_QUEUED_PACKETS:
+            return False
+        if not getattr(sock, "settlement_dropping", False):
+            sock.settlement_dropping = True
+            log.warning("slow_client_dropped", queued=sock.queue.qsize())
+            self.start_background_task(self.eio.disconnect, eio_sid)
+        return True
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:  # acks, single sends
+        if not self._overflowing(eio_sid):
+            await super()._send_packet(eio_sid, pkt)
+
+    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:  # room broadcasts
+        if not self._overflowing(eio_sid):
+            await super()._send_eio_packet(eio_sid, eio_pkt)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """A frame python-socketio cannot decode (`42/settlement,1[]`, a 5,000-digit
+        number, nesting 5,000 deep, ...) still gets an error ack when it has an id."""
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            self._binary_packet.pop(eio_sid, None)
+            log.warning("undecodable_packet", error=type(exc).__name__)
+            match = _FRAME_HEAD.match(data) if isinstance(data, str) else None
+            if match and match.group(1) == NAMESPACE and match.group(2):
+                ack = {
+                    "ok": False,
+                    "error": {
+                        "code": "bad_request",
+                        "message": "The frame is not a Socket.IO event of [name, payload].",
+                    },
+                }
+                pkt = self.packet_class(
+                    socketio.packet.ACK, namespace=NAMESPACE, id=int(match.group(2)), data=[ack]
+                )
+                await self._send_packet(eio_sid, pkt)
 
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: list[Any], namespace: str, id: Any
@@ -145,7 +177,7 @@ def client_address(environ: dict[str, Any], trust_proxy: bool) -> str:
 
 
 def build_server(settings: Settings) -> SettlementServer:
-    client_manager = None
+    client_manager: socketio.AsyncManager = LocalManager()
     if settings.redis_url:
         client_manager = RedisManager(settings.redis_url)
     sio = SettlementServer(

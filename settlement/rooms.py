@@ -108,6 +108,7 @@ class Registry:
         self.sessions: dict[str, Session] = {}
         self._holders: dict[tuple[str, str], set[str]] = {}
         self._audiences: dict[str, Counter[tuple[str, str]]] = {}
+        self._room_sockets: Counter[str] = Counter()
 
     def holders(self, cid: str, party: str) -> list[Session]:
         return [
@@ -127,6 +128,10 @@ class Registry:
         """Rooms with a seated socket on this node."""
         return sorted({cid for cid, _ in self._holders})
 
+    def room_count(self) -> int:
+        """How many rooms have a seated socket on this node."""
+        return len(self._room_sockets)
+
     def has_sockets(self, cid: str) -> bool:
         return any(self._holders.get((cid, p)) for p in ("A", "B"))
 
@@ -134,6 +139,7 @@ class Registry:
         """Record the seat; returns the Socket.IO rooms the socket must enter."""
         s.seat = (cid, party)
         self._holders.setdefault((cid, party), set()).add(s.sid)
+        self._room_sockets[cid] += 1
         if s.view == "html":
             self._audiences.setdefault(cid, Counter())[(party, s.locale)] += 1
             return [html_room(cid, party, s.locale)]
@@ -145,6 +151,9 @@ class Registry:
             return []
         cid, party = s.seat
         s.last_seat, s.seat = s.seat, None
+        self._room_sockets[cid] -= 1
+        if self._room_sockets[cid] <= 0:
+            del self._room_sockets[cid]
         holders = self._holders.get((cid, party))
         if holders is not None:
             holders.discard(s.sid)

@@ -38,7 +38,7 @@ log = structlog.get_logger("settlement")
 
 HISTORY_PAGE = 500
 MAX_ATTEMPTS = 16
-ROOM_CACHE = 20_000
+ROOM_CACHE = 1_000
 
 
 class Publisher(Protocol):
@@ -178,12 +178,18 @@ class Service:
     def _remember(self, cid: str, room: CachedRoom) -> None:
         self._rooms[cid] = room
         self._rooms.move_to_end(cid)
-        while len(self._rooms) > ROOM_CACHE:
+        self._trim()
+
+    def _trim(self) -> None:
+        """Keep every room with a socket here, plus at most ROOM_CACHE others."""
+        budget = 64
+        while budget and len(self._rooms) > ROOM_CACHE + self.registry.room_count():
+            budget -= 1
             oldest = next(iter(self._rooms))
             if self.registry.has_sockets(oldest):
                 self._rooms.move_to_end(oldest)
-                break
-            del self._rooms[oldest]
+            else:
+                del self._rooms[oldest]
 
     async def _online(self, cid: str) -> dict[str, bool]:
         local = self.registry.online(cid)
@@ -254,6 +260,7 @@ class Service:
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful shutdown: refuse new commands, let those in flight commit and answer."""
         self.draining = True
+        await asyncio.sleep(0)  # commands already dispatched get to start first
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
@@ -629,6 +636,9 @@ class Service:
         for name in self.registry.unseat(s):
             await self.pub.leave(s.sid, name)
         self.metrics.seated.dec()
+        if seat is not None and not self.registry.has_sockets(seat[0]) and seat[0] in self._rooms:
+            self._rooms.move_to_end(seat[0], last=False)  # first to go when the cache is full
+            self._trim()
         if self.cluster is not None and seat is not None:
             await self.cluster.seated(seat[0], seat[1], -1)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from .signing import Signer
 from .store import open_store
 
 log = structlog.get_logger("settlement.web")
+_STOPPING: web.AppKey[asyncio.Task[None]] = web.AppKey("settlement_stopping", asyncio.Task)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -163,13 +167,42 @@ def create_app(settings: Settings) -> web.Application:
         await store.close()
 
     async def drain(app: web.Application) -> None:
-        # Runs after the listener closed and before connections are: in-flight
-        # commands commit and are acknowledged, then the store closes.
+        # In-flight commands commit and are acknowledged, then the store closes.
         await app[SERVICE].drain()
         logs.flush()
         log.info("drained")
 
+    async def graceful_sigterm(app: web.Application) -> None:
+        """SIGTERM: answer new commands `unavailable` while those in flight finish,
+        close every socket (clients reconnect and resume elsewhere or after the
+        restart), then let aiohttp shut down as on SIGINT."""
+        loop = asyncio.get_running_loop()
+
+        async def stop() -> None:
+            await drain(app)
+            # Drop every transport without an Engine.IO CLOSE packet: clients see
+            # the link go away (not a server "disconnect") and so reconnect.
+            for sock in list(sio.eio.sockets.values()):
+                try:
+                    await sock.close(wait=False, abort=True)
+                    await sock.queue.put(None)  # ends its writer, which closes the websocket
+                except Exception:
+                    log.warning("close_on_shutdown_failed")
+            os.kill(os.getpid(), signal.SIGINT)  # aiohttp's own graceful exit
+
+        def on_sigterm() -> None:
+            if not app[SERVICE].draining:
+                app[SERVICE].draining = True
+                task = loop.create_task(stop())
+                app[_STOPPING] = task
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests): skip
+            pass
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_startup.append(graceful_sigterm)
     app.on_shutdown.append(drain)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_route)

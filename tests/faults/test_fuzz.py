@@ -549,12 +549,6 @@ MALFORMED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: undecodable Socket.IO frames raise inside python-socketio's "
-    "packet decoder (JSONDecodeError, IndexError, KeyError, RecursionError, ValueError): "
-    "a Traceback in the log and no ack",
-)
 async def test_malformed_frames_get_an_answer_and_no_traceback(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
     srv.start()

@@ -106,14 +106,6 @@ async def test_in_flight_commands_at_sigterm_are_acknowledged_and_durable(
         srv.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: on SIGTERM the server drains and logs `drained` at once but never "
-    "closes its websockets; aiohttp then waits for their handlers, which end only at the "
-    "Engine.IO ping timeout (pingInterval 25 s + pingTimeout 20 s): ~45 s to exit with one "
-    "idle client connected, so a supervisor with a 10 s grace (ServerProcess.stop, Docker) "
-    "SIGKILLs it",
-)
 @pytest.mark.timeout(60)
 async def test_sigterm_with_idle_clients_connected_exits_promptly(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
@@ -186,12 +178,6 @@ async def test_a_client_with_connect_auth_resumes_its_seat_after_a_graceful_rest
         srv.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: after SIGTERM a command arriving on an already open socket gets no "
-    "answer at all (no ack, no log line) until the socket dies at the ping timeout, instead "
-    "of `unavailable` ('server is restarting')",
-)
 async def test_a_command_sent_after_sigterm_is_refused_with_unavailable(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
     srv.start()
