@@ -8,9 +8,13 @@ change be rendered once per audience and fanned out by the manager.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .negotiation import Party
 
@@ -34,6 +38,38 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+class MemoryTrimmer:
+    """Give freed heap back to the OS after a wave of disconnects.
+
+    CPython and glibc keep freed memory for reuse, so after thousands of
+    sockets leave the RSS stays at its peak. Once at least `every` sockets
+    have gone, and a second later, a `gc.collect()` plus glibc's
+    `malloc_trim(0)` returns what is free. Elsewhere (no glibc) it does nothing.
+    """
+
+    def __init__(self, every: int = 500) -> None:
+        self.every = every
+        self._gone = 0
+        self._scheduled = False
+        try:
+            self._libc: Any = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self._libc.malloc_trim  # noqa: B018 - glibc only
+        except (OSError, AttributeError):
+            self._libc = None
+
+    def disconnected(self) -> None:
+        self._gone += 1
+        if self._gone >= self.every and not self._scheduled and self._libc is not None:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(1.0, self._trim)
+
+    def _trim(self) -> None:
+        self._scheduled = False
+        self._gone = 0
+        gc.collect()
+        self._libc.malloc_trim(0)
 
 
 class GuessLimiter:

@@ -30,7 +30,7 @@ from .cluster import Cluster
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
 from .negotiation import Party, Refusal, RoomState
-from .rooms import GuessLimiter, Registry, Session
+from .rooms import GuessLimiter, MemoryTrimmer, Registry, Session
 from .signing import Signer
 from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
 
@@ -130,6 +130,7 @@ class Service:
         self.metrics = metrics_ or metrics.Metrics()
         self.registry = Registry()
         self.guesses = guesses or GuessLimiter()
+        self.trimmer = MemoryTrimmer()
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -823,6 +824,7 @@ class Service:
     async def disconnect(self, s: Session) -> None:
         self.registry.sessions.pop(s.sid, None)
         self.metrics.sockets.dec()
+        self.trimmer.disconnected()
         if s.seat is None:
             return
         cid, party = s.seat
