@@ -159,10 +159,16 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
         if not session.bucket.take():
             # Checked on arrival, before the socket's queue: "before everything else".
             return await self.service.rate_limited(session, event, payload)
-        async with session.lock:
-            if session.closed:
-                return None
-            return await self.service.handle(session, event, payload)
+        # Counted from arrival, so a graceful shutdown waits also for the commands
+        # queued behind this socket's earlier ones.
+        self.service.begin()
+        try:
+            async with session.lock:
+                if session.closed:
+                    return None
+                return await self.service.handle(session, event, payload)
+        finally:
+            self.service.end()
 
 
 def client_address(environ: dict[str, Any], trust_proxy: bool) -> str:

@@ -230,8 +230,6 @@ class Service:
         """Answer one command with its ack; never raises."""
         started = time.perf_counter()
         seat = s.seat
-        self._inflight += 1
-        self._idle.clear()
         try:
             ack = await self._handle(s, event, payload)
         except Unavailable:
@@ -252,11 +250,17 @@ class Service:
                     "The server could not complete this command; retry with the same request_id.",
                 ),
             )
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
         return self._account(s, event, payload, ack, started, seat)
+
+    def begin(self) -> None:
+        """A command was accepted for handling (it may still wait for its socket's turn)."""
+        self._inflight += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful shutdown: refuse new commands, let those in flight commit and answer."""
