@@ -204,6 +204,7 @@ async def test_a_crashed_nodes_sockets_stop_counting(cluster: Cluster) -> None:
     await until(lambda: a.last_state["parties"]["B"]["online"])
     n2.kill()  # SIGKILL: no disconnect handler runs on node 2
     await until(lambda: a.last_state["parties"]["B"]["online"] is False, 15)
+    assert a.last_state["parties"]["B"]["seated"] is True  # offline, not gone
     await a.close()
 
 
