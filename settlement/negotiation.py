@@ -18,7 +18,6 @@ from . import money
 
 Party = Literal["A", "B"]
 PARTIES: tuple[Party, Party] = ("A", "B")
-GENESIS_HASH = "0" * 64
 
 STATUS_WORDS = ("awaiting_offer", "offer_pending", "disputed", "settled")
 

@@ -423,7 +423,7 @@ class Service:
         for _ in range(MAX_ATTEMPTS):
             cid = new_connection_id()
             body = negotiation.decide_create(cid, negotiation.Create(party, currency), now_iso())
-            events = self._seal(negotiation.GENESIS_HASH, body)
+            events = self._seal(ledger.GENESIS_HASH, body)
             room = CachedRoom(negotiation.fold(events), events, {"A": None, "B": None})
             token, nonce = self.mint.new()
             room.token_hashes[party] = token_hash(token)
