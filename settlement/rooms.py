@@ -123,10 +123,14 @@ class Session:
     remote: str = "unknown"
     seat: tuple[str, Party] | None = None
     token_hash: str | None = None  # of the token that seated it: a seat left elsewhere shows
+    watching: str | None = None  # an unseated html page following a room (the invite page)
     last_seat: tuple[str, Party] | None = None
     closed: bool = False
     # Commands of one socket run one at a time, in the order they arrived.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+WATCHER = "none"  # the audience of pages that hold no seat
 
 
 def json_room(cid: str) -> str:
@@ -180,6 +184,25 @@ class Registry:
             self._audiences.setdefault(cid, Counter())[(party, s.locale)] += 1
             return [html_room(cid, party, s.locale)]
         return [json_room(cid)]
+
+    def watch(self, s: Session, cid: str) -> str:
+        """An unseated html page follows the room; returns the Socket.IO room to enter."""
+        s.watching = cid
+        self._audiences.setdefault(cid, Counter())[(WATCHER, s.locale)] += 1
+        return html_room(cid, WATCHER, s.locale)
+
+    def unwatch(self, s: Session) -> str | None:
+        cid, s.watching = s.watching, None
+        if cid is None:
+            return None
+        audience = self._audiences.get(cid)
+        if audience is not None:
+            audience[(WATCHER, s.locale)] -= 1
+            if audience[(WATCHER, s.locale)] <= 0:
+                del audience[(WATCHER, s.locale)]
+            if not audience:
+                del self._audiences[cid]
+        return html_room(cid, WATCHER, s.locale)
 
     def unseat(self, s: Session) -> list[str]:
         """Forget the seat; returns the Socket.IO rooms the socket must leave."""

@@ -30,7 +30,7 @@ from .cluster import Cluster
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
 from .negotiation import Party, Refusal, RoomState
-from .rooms import GuessLimiter, MemoryTrimmer, Registry, Session
+from .rooms import WATCHER, GuessLimiter, MemoryTrimmer, Registry, Session
 from .signing import Signer
 from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
 
@@ -624,6 +624,7 @@ class Service:
         self, s: Session, room: CachedRoom, party: Party, *, publish: bool = True
     ) -> None:
         cid = room.state.connection_id
+        await self._unwatch(s)
         was_online = (await self._online(cid))[party]
         s.token_hash = room.token_hashes.get(party)
         for name in self.registry.seat(s, cid, party):
@@ -635,6 +636,17 @@ class Service:
                 await self.cluster.add_audience(cid, party, s.locale)
         if publish and not was_online:
             await self._publish(room)  # presence changed: same seq, new `online`
+
+    async def _watch(self, s: Session, cid: str) -> None:
+        """An html page without a seat (the invite link) follows the room live."""
+        await self.pub.enter(s.sid, self.registry.watch(s, cid))
+        if self.cluster is not None:
+            await self.cluster.add_audience(cid, WATCHER, s.locale)
+
+    async def _unwatch(self, s: Session) -> None:
+        name = self.registry.unwatch(s)
+        if name is not None:
+            await self.pub.leave(s.sid, name)
 
     async def _unseat(self, s: Session) -> None:
         seat = s.seat
@@ -663,6 +675,8 @@ class Service:
         snapshot = await self._snapshot(room)
         for leaver in leavers:
             await self._send_one(leaver, room, snapshot, party=None)
+            if leaver.view == "html":
+                await self._watch(leaver, cid)  # its page goes on following the room
 
     # -- other nodes ----------------------------------------------------------
 
@@ -696,6 +710,8 @@ class Service:
             snapshot = await self._snapshot(room)
             for leaver in leavers:
                 await self._send_one(leaver, room, snapshot, party=None)
+                if leaver.view == "html":
+                    await self._watch(leaver, cid)
 
     async def _republish(self, cid: str) -> None:
         room, _ = await self._room(cid, fresh=True)
@@ -726,7 +742,8 @@ class Service:
             if self.cluster is not None and not local:
                 audiences |= await self.cluster.audiences(cid)
             for party, locale in sorted(audiences):
-                html = self._render(snapshot, room.events, party, locale)
+                reader = None if party == WATCHER else party
+                html = self._render(snapshot, room.events, reader, locale)
                 await self.pub.emit(
                     "html",
                     {"seq": snapshot["seq"], "html": html},
@@ -803,6 +820,15 @@ class Service:
         cid, token = auth.get("connection_id"), auth.get("token")
         if cid is None and token is None:
             return
+        if token is None and isinstance(cid, str) and s.view == "html":
+            # The invite page of someone without a seat: follow the room, no error.
+            known = normalise_connection_id(cid)
+            room = (await self._room(known))[0] if known else None
+            if room is None:
+                await self._error(s, "not_found", "No connection has that id.")
+            else:
+                await self._watch(s, room.state.connection_id)
+            return
         if cid is None:
             await self._error(s, "not_found", "A token needs the connection_id it belongs to.")
             return
@@ -829,6 +855,7 @@ class Service:
         self.registry.sessions.pop(s.sid, None)
         self.metrics.sockets.dec()
         self.trimmer.disconnected()
+        self.registry.unwatch(s)
         if s.seat is None:
             return
         cid, party = s.seat

@@ -25,6 +25,7 @@
 
   const auth = { view: 'html' }
   if (seat) Object.assign(auth, { connection_id: connId, token: seat.token })
+  else if (connId) auth.connection_id = connId // no seat: follow the room live
   const socket = io('/settlement', { auth })
 
   // Connection notice: visible while the link is down; Socket.IO reconnects by

@@ -243,3 +243,17 @@ def test_leave_in_one_tab_drops_the_seat_in_its_other_tab(server, open_page: Ope
     expect(twin.get_by_role("button", name="Join as Party A", exact=True)).to_be_visible()
     twin.get_by_role("button", name="Join as Party A", exact=True).click()
     expect(twin.get_by_text("You are Party A", exact=True)).to_be_visible()
+
+
+def test_invite_page_follows_the_room_live_before_joining(server, open_page: OpenPage) -> None:
+    a = open_page("A")
+    visitor = open_page("visitor")
+    cid = create(a, server.url, "A", "USD")
+    visitor.goto(f"{server.url}/c/{cid}")
+    expect(visitor.get_by_text("You have no seat in this connection")).to_be_visible()
+    propose(a, "12.34")  # no reload: the page hears of it
+    expect(visitor.locator("#history")).to_contain_text("$12.34")
+    visitor.get_by_role("button", name="Join as Party B", exact=True).click()
+    expect(visitor.get_by_text("You are Party B", exact=True)).to_be_visible()
+    offer_shown(visitor, "$12.34")
+    expect(a.locator("#presence")).to_contain_text("online")
