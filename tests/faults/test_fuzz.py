@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from settlement import ledger
 from tests.conftest import ServerProcess
+from tests.protocol.bots import ERROR_CODES
 
 from .helpers import NS, WireSocket, http_session, log_errors, rid
 
@@ -56,26 +57,6 @@ ALLOWED = {
     "leave": set(),
     "history": {"after_seq"},
     "receipt": set(),
-}
-ERROR_CODES = {
-    "bad_request",
-    "invalid_amount",
-    "invalid_currency",
-    "not_found",
-    "room_full",
-    "seat_taken",
-    "already_seated",
-    "bad_token",
-    "not_seated",
-    "wrong_party",
-    "no_offer",
-    "stale_offer",
-    "already_responded",
-    "settled",
-    "not_settled",
-    "idempotency_mismatch",
-    "rate_limited",
-    "unavailable",
 }
 FRAME_LIMIT = 64 * 1024
 ODDITIES = [

@@ -67,6 +67,28 @@ RECEIPT_KEYS = {
     "signature",
 }
 
+# Every error code PROTOCOL.md lists (its "Error codes" section).
+ERROR_CODES = {
+    "bad_request",
+    "invalid_amount",
+    "invalid_currency",
+    "not_found",
+    "room_full",
+    "seat_taken",
+    "already_seated",
+    "bad_token",
+    "not_seated",
+    "wrong_party",
+    "no_offer",
+    "stale_offer",
+    "already_responded",
+    "settled",
+    "not_settled",
+    "idempotency_mismatch",
+    "rate_limited",
+    "unavailable",
+}
+
 
 def rid() -> str:
     """A fresh request id long enough for `create` and `join` (32 chars)."""

@@ -5,28 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from .bots import assert_error, assert_ok, rid
+from .bots import ERROR_CODES, assert_error, assert_ok, rid
 
-ERROR_CODES = {
-    "bad_request",
-    "invalid_amount",
-    "invalid_currency",
-    "not_found",
-    "room_full",
-    "seat_taken",
-    "already_seated",
-    "bad_token",
-    "not_seated",
-    "wrong_party",
-    "no_offer",
-    "stale_offer",
-    "already_responded",
-    "settled",
-    "not_settled",
-    "idempotency_mismatch",
-    "rate_limited",
-    "unavailable",
-}
 KEYS = {
     "create": ["party", "currency", "request_id"],
     "join": ["connection_id", "party", "request_id"],
