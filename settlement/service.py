@@ -33,6 +33,7 @@ from .negotiation import Party, Refusal, RoomState
 from .rooms import WATCHER, GuessLimiter, MemoryTrimmer, Registry, Session
 from .signing import Signer
 from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
+from .store.base import join_scope, seat_scope
 
 log = structlog.get_logger("settlement")
 
@@ -366,9 +367,9 @@ class Service:
             return "server"
         if p.event == "join":
             cid = normalise_connection_id(p.fields.get("connection_id"))
-            return f"conn:{cid}" if cid else None
+            return join_scope(cid) if cid else None
         seat = s.seat or (s.last_seat if p.event == "leave" else None)
-        return f"seat:{seat[0]}:{seat[1]}" if seat else None
+        return seat_scope(*seat) if seat else None
 
     async def _replay(self, s: Session, p: Payload, scope: str) -> dict[str, Any] | None:
         assert p.request_id is not None

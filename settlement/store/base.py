@@ -14,6 +14,25 @@ class Unavailable(Exception):
     """The store cannot commit right now; nothing changed."""
 
 
+def join_scope(connection_id: str) -> str:
+    """Idempotency scope of a `join` (before the sender holds a seat)."""
+    return f"conn:{connection_id}"
+
+
+def seat_scope(connection_id: str, party: str) -> str:
+    """Idempotency scope of the commands of a seat."""
+    return f"seat:{connection_id}:{party}"
+
+
+def room_scopes(connection_id: str) -> tuple[str, str, str]:
+    """Every scope of a room's records (`create` is in the scope "server")."""
+    return (
+        join_scope(connection_id),
+        seat_scope(connection_id, "A"),
+        seat_scope(connection_id, "B"),
+    )
+
+
 @dataclass(frozen=True)
 class IdempotencyRecord:
     """A successful ack kept under its `request_id`, to be replayed byte for byte.

@@ -1,9 +1,10 @@
 """SQLite store: WAL, `synchronous=FULL`, one writer thread with group commit.
 
-Commands queue their `Commit`s; the writer takes everything queued, applies
-each inside its own SAVEPOINT (so one conflicting command does not undo its
-neighbours) and commits the lot in one transaction, then resolves every
-caller's future. Nothing is acknowledged before that COMMIT returns.
+Commands queue their `Commit`s; the writer takes everything queued and writes
+the lot as one statement in one transaction (see `_write_batch`); if any of
+them conflicts, it writes them again one statement each, so that only the
+losers fail. Then it resolves every caller's future. Nothing is acknowledged
+before that COMMIT returns.
 
 Per-room serialisation does not rely on this process: `events` has primary
 key `(connection_id, seq)` and `rooms.seq` is updated only from the seq the
@@ -22,9 +23,11 @@ from typing import Any
 import orjson
 import structlog
 
-from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
+from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable, room_scopes
 
-SCHEMA_VERSION = 1
+# 2: no index on idempotency (connection_id): a room's records are read by
+# their scopes, a prefix of the primary key (one page less written per command).
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (
@@ -56,8 +59,71 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (scope, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rooms_open ON rooms (status) WHERE status != 'settled';
-CREATE INDEX IF NOT EXISTS idempotency_room ON idempotency (connection_id);
+DROP INDEX IF EXISTS idempotency_room;
 """
+
+# A batch of commits goes in as one JSON array, [new rooms, moved rooms, events,
+# seats, idempotency records], each a list of rows; the trigger writes them all.
+# Any row that breaks a rule (a room whose seq is no longer the one the decision
+# was made on, a taken (room, seq), a used request_id) aborts the whole statement.
+INBOX = """
+CREATE TEMP VIEW IF NOT EXISTS inbox AS SELECT NULL AS payload;
+CREATE TEMP TRIGGER IF NOT EXISTS inbox_write INSTEAD OF INSERT ON inbox BEGIN
+  SELECT RAISE(ABORT, 'a room moved on') FROM json_each(NEW.payload, '$[1]') AS m
+    WHERE NOT EXISTS (
+      SELECT 1 FROM rooms WHERE connection_id = m.value->>0 AND seq = m.value->>1);
+  INSERT INTO rooms (connection_id, currency, status, seq)
+    SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(NEW.payload, '$[0]');
+  UPDATE rooms SET seq = m.seq, status = m.status FROM (
+    SELECT value->>0 AS cid, value->>2 AS seq, value->>3 AS status
+    FROM json_each(NEW.payload, '$[1]')) AS m
+    WHERE rooms.connection_id = m.cid;
+  INSERT INTO events (connection_id, seq, type, body)
+    SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(NEW.payload, '$[2]');
+  INSERT INTO seats (connection_id, party, token_hash)
+    SELECT value->>0, value->>1, value->>2 FROM json_each(NEW.payload, '$[3]') WHERE true
+    ON CONFLICT (connection_id, party) DO UPDATE SET token_hash = excluded.token_hash;
+  INSERT INTO idempotency (scope, request_id, connection_id, fingerprint, ack, token_nonce)
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5
+    FROM json_each(NEW.payload, '$[4]');
+END;
+"""
+INBOX_INSERT = "INSERT INTO temp.inbox (payload) VALUES (?)"
+
+
+def inbox_payload(batch: list[Commit]) -> str:
+    new_rooms: list[tuple[Any, ...]] = []
+    moves: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    seats: list[tuple[Any, ...]] = []
+    keys: list[tuple[Any, ...]] = []
+    for change in batch:
+        cid = change.connection_id
+        last_seq = change.events[-1]["seq"] if change.events else change.base_seq
+        if not 0 <= change.base_seq <= last_seq < 2**63:  # SQLite's INTEGER is 64-bit
+            raise OverflowError(f"{cid}: seq {last_seq} out of range")
+        if change.base_seq == 0:
+            new_rooms.append((cid, change.currency, change.status, last_seq))
+        else:
+            moves.append((cid, change.base_seq, last_seq, change.status))
+        for e in change.events:
+            events.append((e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode()))
+        for party, token_hash in change.seats.items():
+            seats.append((cid, party, token_hash))
+        rec = change.idempotency
+        if rec is not None:
+            keys.append(
+                (
+                    rec.scope,
+                    rec.request_id,
+                    rec.connection_id,
+                    rec.fingerprint,
+                    rec.ack,
+                    rec.token_nonce,
+                )
+            )
+    return orjson.dumps([new_rooms, moves, events, seats, keys]).decode()
+
 
 _STOP = object()
 log = structlog.get_logger("settlement.store")
@@ -84,6 +150,10 @@ class SQLiteStore:
         return conn
 
     def _open_writer(self) -> None:
+        if sqlite3.sqlite_version_info < (3, 38, 0):
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old: the store needs 3.38 or newer"
+            )
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -92,9 +162,11 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(SCHEMA)
         conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (str(SCHEMA_VERSION),),
         )
+        conn.executescript(INBOX)
         self._wconn = conn
 
     def _open_reader(self) -> None:
@@ -142,9 +214,13 @@ class SQLiteStore:
                 item = self._queue.get_nowait()
             if not batch:
                 continue
+            changes = [c for c, _ in batch]
             try:
+                # The rows are serialised here, on the loop: Python work needs the
+                # GIL wherever it runs, and the writer thread should not queue for it.
+                payload = inbox_payload(changes)
                 outcomes = await loop.run_in_executor(
-                    self._write, self._write_batch, [c for c, _ in batch]
+                    self._write, self._write_batch, payload, changes
                 )
             except BaseException as exc:  # the COMMIT itself failed: nothing is durable
                 log.warning("commit_failed", error=str(exc), batch=len(batch))
@@ -158,94 +234,51 @@ class SQLiteStore:
                 else:
                     future.set_exception(outcome)
 
-    def _write_batch(self, batch: list[Commit]) -> list[BaseException | None]:
-        """One transaction for the batch; per-command savepoints only if one conflicts."""
+    def _write_batch(self, payload: str, batch: list[Commit]) -> list[BaseException | None]:
+        """The whole batch as one statement, in its own transaction (one fsync).
+
+        Python's sqlite3 releases the GIL around each statement it runs, and a
+        thread that wants it back waits behind the event loop; so the batch goes
+        in as one INSERT into the `inbox` view, whose trigger writes every row.
+        If any command conflicts, the statement changes nothing and the batch is
+        written again command by command, so that only the losers fail.
+        """
         conn = self._wconn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            for change in batch:
-                self._apply(conn, change)
+            conn.execute(INBOX_INSERT, (payload,))
         except sqlite3.Error:
-            conn.execute("ROLLBACK")
-            return self._write_isolated(batch)
-        except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            return self._write_isolated(batch)
         return [None] * len(batch)
 
     def _write_isolated(self, batch: list[Commit]) -> list[BaseException | None]:
-        """The slow path: each command in its own savepoint, so a loser fails alone."""
+        """The slow path: one statement per command in one transaction.
+
+        A statement stopped by a constraint (a taken seq, a room that moved on, a
+        used request_id) is undone alone; the transaction and the others go on.
+        """
         conn = self._wconn
         assert conn is not None
         outcomes: list[BaseException | None] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for change in batch:
-                conn.execute("SAVEPOINT one")
                 try:
-                    self._apply(conn, change)
+                    conn.execute(INBOX_INSERT, (inbox_payload([change]),))
                 except sqlite3.IntegrityError as exc:
-                    conn.execute("ROLLBACK TO one")
                     outcomes.append(Conflict(f"{change.connection_id}: {exc}"))
                 except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO one")
                     outcomes.append(Unavailable(str(exc)))
                 else:
                     outcomes.append(None)
-                conn.execute("RELEASE one")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return outcomes
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, change: Commit) -> None:
-        last_seq = change.events[-1]["seq"] if change.events else change.base_seq
-        if change.base_seq == 0:
-            conn.execute(
-                "INSERT INTO rooms (connection_id, currency, status, seq) VALUES (?, ?, ?, ?)",
-                (change.connection_id, change.currency, change.status, last_seq),
-            )
-        else:
-            cur = conn.execute(
-                "UPDATE rooms SET seq = ?, status = ? WHERE connection_id = ? AND seq = ?",
-                (last_seq, change.status, change.connection_id, change.base_seq),
-            )
-            if cur.rowcount != 1:
-                raise sqlite3.IntegrityError("room moved on")
-        conn.executemany(
-            "INSERT INTO events (connection_id, seq, type, body) VALUES (?, ?, ?, ?)",
-            [
-                (e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode())
-                for e in change.events
-            ],
-        )
-        for party, token_hash in change.seats.items():
-            conn.execute(
-                "INSERT INTO seats (connection_id, party, token_hash) VALUES (?, ?, ?) "
-                "ON CONFLICT (connection_id, party) DO UPDATE SET token_hash = excluded.token_hash",
-                (change.connection_id, party, token_hash),
-            )
-        rec = change.idempotency
-        if rec is not None:
-            conn.execute(
-                "INSERT INTO idempotency "
-                "(scope, request_id, connection_id, fingerprint, ack, token_nonce) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    rec.scope,
-                    rec.request_id,
-                    rec.connection_id,
-                    rec.fingerprint,
-                    rec.ack,
-                    rec.token_nonce,
-                ),
-            )
 
     # -- reads --------------------------------------------------------------
 
@@ -270,8 +303,8 @@ class SQLiteStore:
             ).fetchall()
             keys = conn.execute(
                 "SELECT scope, request_id, connection_id, fingerprint, ack, token_nonce "
-                "FROM idempotency WHERE connection_id = ?",
-                (connection_id,),
+                "FROM idempotency WHERE scope IN (?, ?, ?) AND connection_id = ?",
+                (*room_scopes(connection_id), connection_id),
             ).fetchall()
         finally:
             conn.execute("COMMIT")
