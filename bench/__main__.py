@@ -282,7 +282,9 @@ def fmt_cpu(r: dict[str, Any]) -> str:
     )
 
 
-def profile_server(server: ServerProcess, bench: Bench, seconds: float, out: Path) -> Path | None:
+def profile_server(
+    server: ServerProcess, bench: Bench, seconds: float, out: Path, name: str = "profile"
+) -> Path | None:
     """py-spy on the server while 50 pairs run; returns the collapsed-stack file."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -290,8 +292,8 @@ def profile_server(server: ServerProcess, bench: Bench, seconds: float, out: Pat
         return None
     import subprocess
 
-    raw = out / "profile.txt"
-    svg = out / "profile.svg"
+    raw = out / f"{name}.txt"
+    svg = out / f"{name}.svg"
     procs = []
     for fmt, path in (("raw", raw), ("flamegraph", svg)):
         procs.append(
@@ -320,6 +322,7 @@ def profile_server(server: ServerProcess, bench: Bench, seconds: float, out: Pat
             time.sleep(0.5)
     r = bench.window(server, 50, seconds - 1)
     log(f"  (profiled run: {r['commands_per_s']:.0f} commands/s, {fmt_cpu(r)})")
+    (out / f"{name}.json").write_text(json.dumps({**r, "profile_s": int(seconds)}))
     for p in procs:
         p.wait(60)
     return raw if raw.exists() else None
@@ -338,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sockets", type=int, help="idle sockets for the memory run")
     p.add_argument("--no-ceiling-latency", action="store_true")
     p.add_argument("--profile", type=float, default=0, help="py-spy the server for N seconds")
+    p.add_argument(
+        "--profile-ceiling",
+        action="store_true",
+        help="with --profile: py-spy the ceiling too (profile-ceiling.txt), for bench.compare",
+    )
     p.add_argument("--server-arg", action="append", default=[], help="extra app.py argument")
     p.add_argument("--skip", default="", help="phases to leave out: latency,scale")
     p.add_argument("--update-docs-plot", action="store_true", help="copy the small plot to docs/")
@@ -494,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["profile"] = prof
                 for line in prof["text"]:
                     log("  " + line)
+            if args.profile_ceiling:
+                log(f"profile: py-spy on the ceiling for {args.profile:.0f} s at {base} pairs")
+                profile_server(ceiling, bench, args.profile, RESULTS, "profile-ceiling")
         for s in (service, ceiling):
             s.stop()
         servers.clear()
