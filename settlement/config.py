@@ -25,6 +25,8 @@ class Settings:
     trust_proxy: bool = False  # take the client address from X-Forwarded-For
     db_pool_size: int = 10  # PostgreSQL connections per node
     log_level: str = "INFO"
+    ping_interval: float = 25.0  # Engine.IO heartbeat; a peer silent for
+    ping_timeout: float = 20.0  # interval + timeout is dropped
 
     def keys_path(self) -> Path:
         """Beside the SQLite file by default: `<db>.keys/`."""
@@ -66,7 +68,19 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         action="store_true",
         default=env.get("SETTLEMENT_TRUST_PROXY", "") not in ("", "0", "false"),
     )
+    p.add_argument(
+        "--ping-interval",
+        type=float,
+        default=float(env.get("SETTLEMENT_PING_INTERVAL", d.ping_interval)),
+    )
+    p.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=float(env.get("SETTLEMENT_PING_TIMEOUT", d.ping_timeout)),
+    )
     a = p.parse_args(argv)
+    if a.ping_interval <= 0 or a.ping_timeout <= 0:
+        p.error("--ping-interval and --ping-timeout must be positive")
     return Settings(
         host=a.host,
         port=a.port,
@@ -81,4 +95,6 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         guess_rate=a.guess_rate,
         trust_proxy=a.trust_proxy,
         db_pool_size=a.db_pool_size,
+        ping_interval=a.ping_interval,
+        ping_timeout=a.ping_timeout,
     )

@@ -23,6 +23,7 @@ from .cluster import LocalManager, RedisManager
 from .config import Settings
 from .rooms import Session, TokenBucket
 from .service import Service
+from .transport import LeanEngineIOServer
 
 NAMESPACE = "/settlement"
 MAX_QUEUED_PACKETS = 500
@@ -73,6 +74,9 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
 
     service: Service
     settings: Settings
+
+    def _engineio_server_class(self) -> type:
+        return LeanEngineIOServer
 
     def _overflowing(self, eio_sid: str) -> bool:
         """Bounded per-socket queues: a client that stops reading is dropped
@@ -194,6 +198,8 @@ def build_server(settings: Settings) -> SettlementServer:
         async_handlers=True,
         always_connect=False,
         max_http_buffer_size=settings.max_frame_bytes,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
         cors_allowed_origins=[],
         logger=False,
         engineio_logger=False,

@@ -52,6 +52,8 @@ class WireSocket:
         self.connected = asyncio.get_running_loop().create_future()
         self.sid: str | None = None
         self.changed = asyncio.Event()
+        self.pong = True  # False: go silent (pings unanswered), as a vanished peer
+        self.pings = 0
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -82,7 +84,9 @@ class WireSocket:
                     continue
                 data: str = msg.data
                 if data == "2":
-                    await self.ws.send_str("3")
+                    self.pings += 1
+                    if self.pong:
+                        await self.ws.send_str("3")
                 elif data.startswith("40" + NS + ","):
                     body = json.loads(data[len(NS) + 3 :])
                     self.sid = body.get("sid")
