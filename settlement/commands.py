@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .negotiation import Refusal
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -111,6 +113,11 @@ def _is_int(value: Any) -> bool:
 
 def _valid_unicode(value: Any) -> bool:
     """No lone surrogates anywhere (they cannot be stored, hashed or sent back)."""
+    try:
+        orjson.dumps(value)  # refuses lone surrogates; one C call for the usual payload
+        return True
+    except orjson.JSONEncodeError:
+        pass  # a surrogate, or something else orjson refuses (a 70-bit integer): look
     stack = [value]
     while stack:
         item = stack.pop()

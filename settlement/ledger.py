@@ -90,6 +90,38 @@ def _check_json_value(value: object, where: str) -> bool:
     return fast
 
 
+def _fast_domain(value: object) -> bool | None:
+    """`_check_json_value` without building a path per item, for the usual case.
+
+    True: only str, null, safe ints, ASCII-keyed objects and lists (orjson's
+    sorted output is RFC 8785). False: allowed but outside that domain. None:
+    something to refuse (or an unusual type): ask `_check_json_value`, which
+    says where.
+    """
+    fast = True
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or item is None:
+            continue
+        if kind is int:
+            if not -_SAFE_INT <= item <= _SAFE_INT:  # type: ignore[operator]
+                fast = False
+        elif kind is dict:
+            for key, inner in item.items():  # type: ignore[attr-defined]
+                if type(key) is not str:
+                    return None
+                if not key.isascii():
+                    fast = False
+                stack.append(inner)
+        elif kind is list:
+            stack.extend(item)  # type: ignore[arg-type]
+        else:
+            return None
+    return fast
+
+
 def canonical_json(obj: Any) -> bytes:
     """RFC 8785 canonical JSON, so every party hashes and signs the very same bytes.
 
@@ -99,7 +131,10 @@ def canonical_json(obj: Any) -> bytes:
     Raises TypeError for values outside str/int/None/dict/list and ValueError
     (from rfc8785) for integers outside the I-JSON safe range or lone surrogates.
     """
-    if _check_json_value(obj, "value"):
+    fast = _fast_domain(obj)
+    if fast is None:
+        fast = _check_json_value(obj, "value")  # raises, saying where, or allows it
+    if fast:
         try:
             return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:

@@ -10,7 +10,7 @@ order: seat (`wrong_party`), `settled`, values, then the room.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -142,7 +142,8 @@ def apply(state: RoomState | None, event: dict[str, Any]) -> RoomState:
             }
     else:
         raise ValueError(f"unknown event type {kind!r}")
-    return replace(state, **changes)
+    # What dataclasses.replace does, without its per-field introspection.
+    return RoomState(**{**state.__dict__, **changes})
 
 
 def fold(events: Iterable[dict[str, Any]]) -> RoomState:

@@ -15,8 +15,6 @@ import json
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -75,6 +73,41 @@ class _Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _RoomLock:
+    """`async with`: the room's lock on this node, reference-counted so it is
+    dropped only when nobody holds or awaits it (a released lock with waiters
+    still serialises them). A class, not @asynccontextmanager: it runs for
+    every command."""
+
+    __slots__ = ("_locks", "_cid", "_entry")
+
+    def __init__(self, locks: dict[str, list[Any]], cid: str) -> None:
+        self._locks = locks
+        self._cid = cid
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._cid)
+        if entry is None:
+            entry = self._locks[self._cid] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        self._entry = entry
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._release_ref()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._entry[0].release()
+        self._release_ref()
+
+    def _release_ref(self) -> None:
+        entry = self._entry
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._locks[self._cid]
+
+
 _second: tuple[int, str] = (-1, "")
 
 
@@ -96,10 +129,40 @@ def ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
 
+_I64 = 2**63
+
+
+def _orjson_same_as_stdlib(value: Any) -> bool:
+    """Values whose sorted orjson bytes equal the standard library's (tested):
+    str, null, bool, 64-bit ints, lists, and objects with ASCII keys; no floats."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not -_I64 <= item < _I64:
+                return False
+        elif kind is dict:
+            for key, inner in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append(inner)
+        elif kind is list:
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 def fingerprint(p: Payload) -> str:
     # Any JSON value may reach here (a mismatching retry can carry floats or huge
-    # integers), so the standard library's sorted, compact JSON, not RFC 8785.
+    # integers): the standard library's sorted, compact JSON, not RFC 8785, and
+    # orjson where it writes the very same bytes (stored fingerprints stay valid).
     body = {"event": p.event, "payload": p.fields}
+    if _orjson_same_as_stdlib(p.fields):
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -141,21 +204,8 @@ class Service:
 
     # -- rooms: cache, locks ------------------------------------------------
 
-    @asynccontextmanager
-    async def _room_lock(self, cid: str) -> AsyncIterator[None]:
-        # Reference-counted, so the lock is dropped only when nobody holds or
-        # awaits it (a released lock with waiters still serialises them).
-        entry = self._locks.get(cid)
-        if entry is None:
-            entry = self._locks[cid] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[cid]
+    def _room_lock(self, cid: str) -> _RoomLock:
+        return _RoomLock(self._locks, cid)
 
     async def _room(self, cid: str, *, fresh: bool = False) -> tuple[CachedRoom | None, bool]:
         """The room and whether it came from the cache (possibly stale across processes)."""
