@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     # The SQLite writer thread needs the GIL for a moment before and after each
     # batch; with the default 5 ms switch interval it queued behind the busy
     # event loop for milliseconds, holding every command of the batch back.
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(0.0002)
     logs.configure(settings.log_level)
     try:
         import uvloop

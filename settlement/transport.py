@@ -24,6 +24,7 @@ import asyncio
 from typing import Any
 
 import engineio
+from aiohttp import WSMsgType, web
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
@@ -53,11 +54,16 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         return packets
 
     async def _websocket_handler(self, ws: Any) -> Any:
-        if getattr(self, "connected", False):  # an upgrade from long-polling: python-engineio's own way
+        if getattr(
+            self, "connected", False
+        ):  # an upgrade from long-polling: python-engineio's own way
             return await super()._websocket_handler(ws)
         self.connected = True
         self.upgraded = True
         limit = self.server.max_http_buffer_size
+        sock = ws._sock  # the aiohttp WebSocketResponse behind python-engineio's wrapper
+        if not isinstance(sock, web.WebSocketResponse):  # pragma: no cover - other drivers
+            return await super()._websocket_handler(ws)
 
         async def writer() -> None:
             while True:
@@ -69,7 +75,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                     break
                 try:
                     for pkt in packets:
-                        await ws.send(pkt.encode())
+                        data = pkt.encode()
+                        if isinstance(data, str):
+                            await sock.send_str(data)
+                        else:
+                            await sock.send_bytes(data)
                 except Exception:
                     break
             await ws.close()
@@ -77,13 +87,14 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         writer_task = asyncio.ensure_future(writer())
         while True:
             try:
-                data = await ws.wait()
+                msg = await sock.receive()
             except asyncio.CancelledError:
                 break
             except Exception:
                 break
-            if data is None:
-                break
+            data = msg.data
+            if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
+                break  # close, closing, error
             if len(data) > limit:
                 break  # python-engineio: "packet is too large" ends the connection
             try:
