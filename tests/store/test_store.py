@@ -575,3 +575,42 @@ async def test_commit_outcome_unknown_is_resolved(pg: Stores) -> None:
     room = await plain.load_room("r1")
     assert room is not None
     assert [e.get("who") for e in room.events] == [None, "after", "other"]
+
+
+# -- SQLite: the WAL is checkpointed off the commit path -----------------------
+
+
+async def test_sqlite_checkpoints_the_wal_in_its_own_thread_and_keeps_it_bounded(
+    tmp_path: Path,
+) -> None:
+    from settlement.store.sqlite import CHECKPOINT_EVERY, WAL_PAGES_LIMIT
+
+    db = tmp_path / "settlement.db"
+    wal = tmp_path / "settlement.db-wal"
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        empty = db.stat().st_size
+        rooms = [f"r{i}" for i in range(40)]
+        await asyncio.gather(*(store.commit(new_room(cid)) for cid in rooms))
+        commits = len(rooms)
+        for base in range(1, 25):  # batches of 40 commits, many checkpoints' worth
+            await asyncio.gather(
+                *(
+                    store.commit(step(cid, base, idem=rec(f"seat:{cid}:A", f"k{base}", cid)))
+                    for cid in rooms
+                )
+            )
+            commits += len(rooms)
+        assert commits >= 10 * CHECKPOINT_EVERY
+        for _ in range(50):  # the last checkpoint may still be running
+            if db.stat().st_size > empty:
+                break
+            await asyncio.sleep(0.05)
+        # Pages reached the database file while the store was open: a checkpoint ran.
+        assert db.stat().st_size > 10 * empty
+        assert wal.stat().st_size < (WAL_PAGES_LIMIT + 1_000) * 4_200
+        loaded = await store.load_room("r7")
+        assert loaded is not None and [e["seq"] for e in loaded.events] == list(range(1, 26))
+    finally:
+        await store.close()
