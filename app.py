@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 from aiohttp import web
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     # batch; with the default 5 ms switch interval it queued behind the busy
     # event loop for milliseconds, holding every command of the batch back.
     sys.setswitchinterval(0.0002)
+
     logs.configure(settings.log_level)
     try:
         import uvloop
@@ -24,8 +26,17 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # pragma: no cover - uvloop is optional off Linux
         pass
+    app = create_app(settings)
+    # Everything loaded so far lives as long as the process: keep it out of the
+    # cyclic collector's way, and collect the young generation every 10,000
+    # allocations instead of 700. Each command allocates a few hundred objects,
+    # nearly all freed by reference counting; the frequent collections (and the
+    # full ones they lead to, over every socket's objects) cost about 10 % of
+    # the throughput and most of the ack p99.
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         access_log=None,
