@@ -62,36 +62,40 @@ CREATE INDEX IF NOT EXISTS rooms_open ON rooms (status) WHERE status != 'settled
 DROP INDEX IF EXISTS idempotency_room;
 """
 
-# A batch of commits goes in as one JSON array, [new rooms, moved rooms, events,
-# seats, idempotency records], each a list of rows; the trigger writes them all.
+# A batch of commits goes in as one row of five JSON arrays (new rooms, moved
+# rooms, events, seats, idempotency records), each a list of rows; the trigger
+# writes them all.
 # Any row that breaks a rule (a room whose seq is no longer the one the decision
 # was made on, a taken (room, seq), a used request_id) aborts the whole statement.
 INBOX = """
-CREATE TEMP VIEW IF NOT EXISTS inbox AS SELECT NULL AS payload;
+CREATE TEMP VIEW IF NOT EXISTS inbox AS
+  SELECT NULL AS new_rooms, NULL AS moves, NULL AS events, NULL AS seats, NULL AS keys;
 CREATE TEMP TRIGGER IF NOT EXISTS inbox_write INSTEAD OF INSERT ON inbox BEGIN
-  SELECT RAISE(ABORT, 'a room moved on') FROM json_each(NEW.payload, '$[1]') AS m
+  SELECT RAISE(ABORT, 'a room moved on') FROM json_each(NEW.moves) AS m
     WHERE NOT EXISTS (
       SELECT 1 FROM rooms WHERE connection_id = m.value->>0 AND seq = m.value->>1);
   INSERT INTO rooms (connection_id, currency, status, seq)
-    SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(NEW.payload, '$[0]');
+    SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(NEW.new_rooms);
   UPDATE rooms SET seq = m.seq, status = m.status FROM (
     SELECT value->>0 AS cid, value->>2 AS seq, value->>3 AS status
-    FROM json_each(NEW.payload, '$[1]')) AS m
+    FROM json_each(NEW.moves)) AS m
     WHERE rooms.connection_id = m.cid;
   INSERT INTO events (connection_id, seq, type, body)
-    SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(NEW.payload, '$[2]');
+    SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(NEW.events);
   INSERT INTO seats (connection_id, party, token_hash)
-    SELECT value->>0, value->>1, value->>2 FROM json_each(NEW.payload, '$[3]') WHERE true
+    SELECT value->>0, value->>1, value->>2 FROM json_each(NEW.seats) WHERE true
     ON CONFLICT (connection_id, party) DO UPDATE SET token_hash = excluded.token_hash;
   INSERT INTO idempotency (scope, request_id, connection_id, fingerprint, ack, token_nonce)
     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5
-    FROM json_each(NEW.payload, '$[4]');
+    FROM json_each(NEW.keys);
 END;
 """
-INBOX_INSERT = "INSERT INTO temp.inbox (payload) VALUES (?)"
+INBOX_INSERT = (
+    "INSERT INTO temp.inbox (new_rooms, moves, events, seats, keys) VALUES (?, ?, ?, ?, ?)"
+)
 
 
-def inbox_payload(batch: list[Commit]) -> str:
+def inbox_payload(batch: list[Commit]) -> tuple[str, str, str, str, str]:
     new_rooms: list[tuple[Any, ...]] = []
     moves: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
@@ -122,7 +126,14 @@ def inbox_payload(batch: list[Commit]) -> str:
                     rec.token_nonce,
                 )
             )
-    return orjson.dumps([new_rooms, moves, events, seats, keys]).decode()
+    # Five parameters, not one array: each json_each parses only its own rows.
+    return (
+        orjson.dumps(new_rooms).decode(),
+        orjson.dumps(moves).decode(),
+        orjson.dumps(events).decode(),
+        orjson.dumps(seats).decode(),
+        orjson.dumps(keys).decode(),
+    )
 
 
 _STOP = object()
@@ -282,7 +293,9 @@ class SQLiteStore:
                 else:
                     future.set_exception(outcome)
 
-    def _write_batch(self, payload: str, batch: list[Commit]) -> list[BaseException | None]:
+    def _write_batch(
+        self, payload: tuple[str, ...], batch: list[Commit]
+    ) -> list[BaseException | None]:
         """The whole batch as one statement, in its own transaction (one fsync).
 
         Python's sqlite3 releases the GIL around each statement it runs, and a
@@ -294,7 +307,7 @@ class SQLiteStore:
         conn = self._wconn
         assert conn is not None
         try:
-            conn.execute(INBOX_INSERT, (payload,))
+            conn.execute(INBOX_INSERT, payload)
         except sqlite3.Error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -314,7 +327,7 @@ class SQLiteStore:
         try:
             for change in batch:
                 try:
-                    conn.execute(INBOX_INSERT, (inbox_payload([change]),))
+                    conn.execute(INBOX_INSERT, inbox_payload([change]))
                 except sqlite3.IntegrityError as exc:
                     outcomes.append(Conflict(f"{change.connection_id}: {exc}"))
                 except sqlite3.Error as exc:
