@@ -27,28 +27,21 @@ from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable, 
 
 # 2: no index on idempotency (connection_id): a room's records are read by
 # their scopes, a prefix of the primary key (one page less written per command).
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rooms (
-    connection_id TEXT PRIMARY KEY,
-    currency TEXT NOT NULL,
-    status TEXT NOT NULL,
-    seq INTEGER NOT NULL
-);
+# 3: events and idempotency are rowid tables with a UNIQUE key instead of
+# WITHOUT ROWID tables: their rows (an event's JSON, an ack's JSON) are large,
+# and keyed by room they went into the middle of the table, splitting pages;
+# now a row is appended and only its small key goes into the middle (the store
+# alone: 69 -> 46 us per command). Older files are rebuilt once on start.
+SCHEMA_VERSION = 3
+EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS events (
     connection_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
     body TEXT NOT NULL,
-    PRIMARY KEY (connection_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seats (
-    connection_id TEXT NOT NULL,
-    party TEXT NOT NULL,
-    token_hash TEXT,
-    PRIMARY KEY (connection_id, party)
-) WITHOUT ROWID;
+    UNIQUE (connection_id, seq)
+)"""
+IDEMPOTENCY_TABLE = """
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT NOT NULL,
     request_id TEXT NOT NULL,
@@ -56,8 +49,31 @@ CREATE TABLE IF NOT EXISTS idempotency (
     fingerprint TEXT NOT NULL,
     ack TEXT NOT NULL,
     token_nonce TEXT,
-    PRIMARY KEY (scope, request_id)
+    UNIQUE (scope, request_id)
+)"""
+REBUILT_IN_3 = {
+    "events": (EVENTS_TABLE, "connection_id, seq, type, body"),
+    "idempotency": (
+        IDEMPOTENCY_TABLE,
+        "scope, request_id, connection_id, fingerprint, ack, token_nonce",
+    ),
+}
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    connection_id TEXT PRIMARY KEY,
+    currency TEXT NOT NULL,
+    status TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+{EVENTS_TABLE};
+CREATE TABLE IF NOT EXISTS seats (
+    connection_id TEXT NOT NULL,
+    party TEXT NOT NULL,
+    token_hash TEXT,
+    PRIMARY KEY (connection_id, party)
 ) WITHOUT ROWID;
+{IDEMPOTENCY_TABLE};
 CREATE INDEX IF NOT EXISTS rooms_open ON rooms (status) WHERE status != 'settled';
 DROP INDEX IF EXISTS idempotency_room;
 """
@@ -140,6 +156,30 @@ _STOP = object()
 log = structlog.get_logger("settlement.store")
 
 
+def _rebuild_for_3(conn: sqlite3.Connection) -> None:
+    """Schema 3: rebuild a WITHOUT ROWID `events`/`idempotency` (files from schema
+    1 and 2) as the rowid table of today, rows and all, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")  # one process rebuilds; another then sees it done
+    try:
+        for table, (create, columns) in REBUILT_IN_3.items():
+            (sql,) = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            if "WITHOUT ROWID" not in sql.upper():
+                continue
+            rows = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            conn.execute(create.replace(f"EXISTS {table} (", f"EXISTS {table}_v3 ("))
+            conn.execute(f"INSERT INTO {table}_v3 ({columns}) SELECT {columns} FROM {table}")
+            conn.execute(f"DROP TABLE {table}")
+            conn.execute(f"ALTER TABLE {table}_v3 RENAME TO {table}")
+            log.info("schema_rebuilt", table=table, rows=rows, schema=3)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _log_checkpoint_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         # Nothing is lost: the WAL keeps every commit; the next checkpoint retries.
@@ -194,6 +234,7 @@ class SQLiteStore:
             raise RuntimeError(f"SQLite refused WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(SCHEMA)
+        _rebuild_for_3(conn)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -614,3 +614,83 @@ async def test_sqlite_checkpoints_the_wal_in_its_own_thread_and_keeps_it_bounded
         assert loaded is not None and [e["seq"] for e in loaded.events] == list(range(1, 26))
     finally:
         await store.close()
+
+
+async def test_sqlite_files_of_schema_1_and_2_are_rebuilt_to_3_with_every_row(
+    tmp_path: Path,
+) -> None:
+    """Files written before schema 3 (WITHOUT ROWID events and idempotency, and in
+    schema 1 an index on idempotency(connection_id)) open with all their rows."""
+    from settlement.store.sqlite import SCHEMA_VERSION
+
+    db = tmp_path / "old.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        """
+        PRAGMA journal_mode = WAL;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE rooms (connection_id TEXT PRIMARY KEY, currency TEXT NOT NULL,
+            status TEXT NOT NULL, seq INTEGER NOT NULL);
+        CREATE TABLE events (connection_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            type TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (connection_id, seq))
+            WITHOUT ROWID;
+        CREATE TABLE seats (connection_id TEXT NOT NULL, party TEXT NOT NULL, token_hash TEXT,
+            PRIMARY KEY (connection_id, party)) WITHOUT ROWID;
+        CREATE TABLE idempotency (scope TEXT NOT NULL, request_id TEXT NOT NULL,
+            connection_id TEXT NOT NULL, fingerprint TEXT NOT NULL, ack TEXT NOT NULL,
+            token_nonce TEXT, PRIMARY KEY (scope, request_id)) WITHOUT ROWID;
+        CREATE INDEX idempotency_room ON idempotency (connection_id);
+        """
+    )
+    created = ev("r1", 1, "created", party="A", currency="USD")
+    proposed = ev("r1", 2)
+    old.execute("INSERT INTO rooms VALUES ('r1', 'USD', 'offer_pending', 2)")
+    for e in (created, proposed):
+        old.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?)",
+            ("r1", e["seq"], e["type"], orjson.dumps(e).decode()),
+        )
+    old.execute("INSERT INTO seats VALUES ('r1', 'A', 'hashA'), ('r1', 'B', NULL)")
+    old.execute(
+        "INSERT INTO idempotency VALUES ('server', ?, 'r1', 'fp', '{\"ok\":true}', 'nonce')",
+        ("c" * 22,),
+    )
+    old.execute(
+        "INSERT INTO idempotency VALUES ('seat:r1:A', 'p1', 'r1', 'fp-p1', '{\"ok\":true}', NULL)"
+    )
+    old.commit()
+    old.close()
+
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        loaded = await store.load_room("r1")
+        assert loaded is not None
+        assert [e["seq"] for e in loaded.events] == [1, 2]
+        assert loaded.events[1] == proposed
+        assert loaded.token_hashes == {"A": "hashA", "B": None}
+        assert [(r.scope, r.request_id) for r in loaded.idempotency] == [("seat:r1:A", "p1")]
+        assert (await store.idempotency("server", "c" * 22)) == IdempotencyRecord(
+            "server", "c" * 22, "r1", "fp", '{"ok":true}', "nonce"
+        )
+        with pytest.raises(Conflict):  # (room, seq) is still unique
+            await store.commit(step("r1", 1))
+        await store.commit(step("r1", 2, idem=rec("seat:r1:A", "p2", "r1")))
+        with pytest.raises(Conflict):  # (scope, request_id) is still unique
+            await store.commit(step("r1", 3, idem=rec("seat:r1:A", "p2", "r1")))
+        assert [e["seq"] for e in await store.events("r1", 0, 10)] == [1, 2, 3]
+    finally:
+        await store.close()
+    check = sqlite3.connect(db)
+    try:
+        tables = dict(check.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        assert "WITHOUT ROWID" not in tables["events"].upper()
+        assert "WITHOUT ROWID" not in tables["idempotency"].upper()
+        assert "events_v3" not in tables and "idempotency_v3" not in tables
+        indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "idempotency_room" not in indexes
+        version = check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert version == (str(SCHEMA_VERSION),) == ("3",)
+    finally:
+        check.close()
