@@ -52,31 +52,21 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
     p.add_argument("--burst", type=int, default=int(env.get("SETTLEMENT_BURST", d.rate_burst)))
     p.add_argument("--key-dir", default=env.get("SETTLEMENT_KEY_DIR") or None)
     p.add_argument("--log-level", default=env.get("SETTLEMENT_LOG_LEVEL", d.log_level))
-    p.add_argument(
-        "--guess-burst", type=int, default=int(env.get("SETTLEMENT_GUESS_BURST", d.guess_burst))
-    )
-    p.add_argument(
-        "--guess-rate", type=float, default=float(env.get("SETTLEMENT_GUESS_RATE", d.guess_rate))
-    )
-    p.add_argument(
-        "--db-pool-size",
-        type=int,
-        default=int(env.get("SETTLEMENT_DB_POOL_SIZE", d.db_pool_size)),
-    )
+
+    def number(flag: str, kind: type, default: float) -> None:
+        """A numeric flag whose default comes from SETTLEMENT_<FLAG> or the Settings default."""
+        variable = "SETTLEMENT_" + flag.removeprefix("--").replace("-", "_").upper()
+        p.add_argument(flag, type=kind, default=kind(env.get(variable, default)))
+
+    number("--guess-burst", int, d.guess_burst)
+    number("--guess-rate", float, d.guess_rate)
+    number("--db-pool-size", int, d.db_pool_size)
+    number("--ping-interval", float, d.ping_interval)
+    number("--ping-timeout", float, d.ping_timeout)
     p.add_argument(
         "--trust-proxy",
         action="store_true",
         default=env.get("SETTLEMENT_TRUST_PROXY", "") not in ("", "0", "false"),
-    )
-    p.add_argument(
-        "--ping-interval",
-        type=float,
-        default=float(env.get("SETTLEMENT_PING_INTERVAL", d.ping_interval)),
-    )
-    p.add_argument(
-        "--ping-timeout",
-        type=float,
-        default=float(env.get("SETTLEMENT_PING_TIMEOUT", d.ping_timeout)),
     )
     a = p.parse_args(argv)
     if a.ping_interval <= 0 or a.ping_timeout <= 0:

@@ -49,6 +49,17 @@ class IdempotencyRecord:
     ack: str
     token_nonce: str | None = None
 
+    def row(self) -> tuple[str, str, str, str, str, str | None]:
+        """The record in the `idempotency` table's column order."""
+        return (
+            self.scope,
+            self.request_id,
+            self.connection_id,
+            self.fingerprint,
+            self.ack,
+            self.token_nonce,
+        )
+
 
 @dataclass(frozen=True)
 class StoredRoom:

@@ -321,12 +321,7 @@ class PostgresStore:
                 "INSERT INTO idempotency "
                 "(scope, request_id, connection_id, fingerprint, ack, token_nonce) "
                 "VALUES ($1, $2, $3, $4, $5, $6)",
-                rec.scope,
-                rec.request_id,
-                rec.connection_id,
-                rec.fingerprint,
-                rec.ack,
-                rec.token_nonce,
+                *rec.row(),
             )
 
     async def _settle_unknown(self, change: Commit, cause: BaseException) -> None:

@@ -130,18 +130,8 @@ def inbox_payload(batch: list[Commit]) -> tuple[str, str, str, str, str]:
             events.append((e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode()))
         for party, token_hash in change.seats.items():
             seats.append((cid, party, token_hash))
-        rec = change.idempotency
-        if rec is not None:
-            keys.append(
-                (
-                    rec.scope,
-                    rec.request_id,
-                    rec.connection_id,
-                    rec.fingerprint,
-                    rec.ack,
-                    rec.token_nonce,
-                )
-            )
+        if change.idempotency is not None:
+            keys.append(change.idempotency.row())
     # Five parameters, not one array: each json_each parses only its own rows.
     return (
         orjson.dumps(new_rooms).decode(),
