@@ -90,36 +90,31 @@ def _check_json_value(value: object, where: str) -> bool:
     return fast
 
 
-def _fast_domain(value: object) -> bool | None:
-    """`_check_json_value` without building a path per item, for the usual case.
-
-    True: only str, null, safe ints, ASCII-keyed objects and lists (orjson's
-    sorted output is RFC 8785). False: allowed but outside that domain. None:
-    something to refuse (or an unusual type): ask `_check_json_value`, which
-    says where.
-    """
-    fast = True
+def plain_json(value: object, max_int: int, *, bools: bool) -> bool:
+    """Only str, null, ints within ±max_int, lists and objects with ASCII string
+    keys (and bools if `bools`): the values where orjson's sorted output is the
+    very bytes of RFC 8785 (max_int 2**53 - 1, no bools) or of the standard
+    library's sorted json.dumps (max_int 2**63 - 1, bools). One pass, no paths:
+    it runs for every event hashed and every command fingerprinted."""
     stack = [value]
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str or item is None:
+        if kind is str or item is None or (bools and kind is bool):
             continue
         if kind is int:
-            if not -_SAFE_INT <= item <= _SAFE_INT:  # type: ignore[operator]
-                fast = False
+            if not -max_int <= item <= max_int:  # type: ignore[operator]
+                return False
         elif kind is dict:
             for key, inner in item.items():  # type: ignore[attr-defined]
-                if type(key) is not str:
-                    return None
-                if not key.isascii():
-                    fast = False
+                if type(key) is not str or not key.isascii():
+                    return False
                 stack.append(inner)
         elif kind is list:
             stack.extend(item)  # type: ignore[arg-type]
         else:
-            return None
-    return fast
+            return False
+    return True
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -131,10 +126,9 @@ def canonical_json(obj: Any) -> bytes:
     Raises TypeError for values outside str/int/None/dict/list and ValueError
     (from rfc8785) for integers outside the I-JSON safe range or lone surrogates.
     """
-    fast = _fast_domain(obj)
-    if fast is None:
-        fast = _check_json_value(obj, "value")  # raises, saying where, or allows it
-    if fast:
+    # The usual event takes one quick pass; anything else gets the full check,
+    # which refuses what is not allowed, saying where.
+    if plain_json(obj, _SAFE_INT, bools=False) or _check_json_value(obj, "value"):
         try:
             return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:

@@ -31,7 +31,7 @@ from .negotiation import Party, Refusal, RoomState
 from .rooms import WATCHER, GuessLimiter, MemoryTrimmer, Registry, Session
 from .signing import Signer
 from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
-from .store.base import join_scope, seat_scope
+from .store.base import join_scope, room_of_scope, seat_scope
 
 log = structlog.get_logger("settlement")
 
@@ -129,39 +129,12 @@ def ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
 
-_I64 = 2**63
-
-
-def _orjson_same_as_stdlib(value: Any) -> bool:
-    """Values whose sorted orjson bytes equal the standard library's (tested):
-    str, null, bool, 64-bit ints, lists, and objects with ASCII keys; no floats."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str or kind is bool or item is None:
-            continue
-        if kind is int:
-            if not -_I64 <= item < _I64:
-                return False
-        elif kind is dict:
-            for key, inner in item.items():
-                if type(key) is not str or not key.isascii():
-                    return False
-                stack.append(inner)
-        elif kind is list:
-            stack.extend(item)
-        else:
-            return False
-    return True
-
-
 def fingerprint(p: Payload) -> str:
     # Any JSON value may reach here (a mismatching retry can carry floats or huge
     # integers): the standard library's sorted, compact JSON, not RFC 8785, and
     # orjson where it writes the very same bytes (stored fingerprints stay valid).
     body = {"event": p.event, "payload": p.fields}
-    if _orjson_same_as_stdlib(p.fields):
+    if ledger.plain_json(p.fields, 2**63 - 1, bools=True):
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -450,7 +423,7 @@ class Service:
         """
         if scope == "server":
             return await self.store.idempotency(scope, request_id)
-        cid = scope.split(":")[1]
+        cid = room_of_scope(scope)
         room, _ = await self._room(cid)
         return room.idem.get((scope, request_id)) if room is not None else None
 

@@ -54,16 +54,13 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         return packets
 
     async def _websocket_handler(self, ws: Any) -> Any:
-        if getattr(
-            self, "connected", False
-        ):  # an upgrade from long-polling: python-engineio's own way
-            return await super()._websocket_handler(ws)
+        sock = getattr(ws, "_sock", None)  # aiohttp's WebSocketResponse behind the wrapper
+        upgrade = getattr(self, "connected", False)  # from long-polling
+        if upgrade or not isinstance(sock, web.WebSocketResponse):
+            return await super()._websocket_handler(ws)  # python-engineio's own way
         self.connected = True
         self.upgraded = True
         limit = self.server.max_http_buffer_size
-        sock = ws._sock  # the aiohttp WebSocketResponse behind python-engineio's wrapper
-        if not isinstance(sock, web.WebSocketResponse):  # pragma: no cover - other drivers
-            return await super()._websocket_handler(ws)
 
         async def writer() -> None:
             while True:

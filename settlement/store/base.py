@@ -24,6 +24,11 @@ def seat_scope(connection_id: str, party: str) -> str:
     return f"seat:{connection_id}:{party}"
 
 
+def room_of_scope(scope: str) -> str:
+    """The connection id in a `join_scope` or `seat_scope`."""
+    return scope.split(":")[1]
+
+
 def room_scopes(connection_id: str) -> tuple[str, str, str]:
     """Every scope of a room's records (`create` is in the scope "server")."""
     return (
