@@ -6,7 +6,7 @@ them conflicts, it writes them again one statement each, so that only the
 losers fail. Then it resolves every caller's future. Nothing is acknowledged
 before that COMMIT returns.
 
-Per-room serialisation does not rely on this process: `events` has primary
+Per-room serialisation does not rely on this process: `events` has a unique
 key `(connection_id, seq)` and `rooms.seq` is updated only from the seq the
 decision was made on, so a second process on the same file gets `Conflict`
 and decides again on fresh state.
@@ -224,6 +224,13 @@ class SQLiteStore:
             raise RuntimeError(f"SQLite refused WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(SCHEMA)
+        found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found is not None and int(found[0]) > SCHEMA_VERSION:
+            conn.close()
+            raise RuntimeError(
+                f"{self.path} has schema {found[0]}, newer than this server's "
+                f"{SCHEMA_VERSION}: run the newer server (nothing was changed)"
+            )
         _rebuild_for_3(conn)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "

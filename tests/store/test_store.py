@@ -694,3 +694,26 @@ async def test_sqlite_files_of_schema_1_and_2_are_rebuilt_to_3_with_every_row(
         assert version == (str(SCHEMA_VERSION),) == ("3",)
     finally:
         check.close()
+
+
+async def test_sqlite_refuses_a_file_of_a_newer_schema_and_leaves_it_alone(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    await store.commit(new_room("r1"))
+    await store.close()
+    newer = sqlite3.connect(db)
+    newer.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    newer.commit()
+    newer.close()
+    again = open_store(f"sqlite:///{db}")
+    with pytest.raises(RuntimeError, match="newer"):
+        await again.open()
+    check = sqlite3.connect(db)
+    try:
+        assert check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "99",
+        )
+        assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)
+    finally:
+        check.close()
