@@ -31,7 +31,7 @@ from .negotiation import Party, Refusal, RoomState
 from .rooms import WATCHER, GuessLimiter, MemoryTrimmer, Registry, Session
 from .signing import Signer
 from .store import Commit, Conflict, IdempotencyRecord, Store, Unavailable
-from .store.base import join_scope, room_of_scope, seat_scope
+from .store.base import CREATE_SCOPE, join_scope, room_of_scope, seat_scope
 
 log = structlog.get_logger("settlement")
 
@@ -387,7 +387,7 @@ class Service:
 
     def _scope(self, s: Session, p: Payload) -> str | None:
         if p.event == "create":
-            return "server"
+            return CREATE_SCOPE
         if p.event == "join":
             cid = normalise_connection_id(p.fields.get("connection_id"))
             return join_scope(cid) if cid else None
@@ -421,7 +421,7 @@ class Service:
         A cached room may trail another process; a miss there is caught when
         the commit conflicts (or a refusal is re-checked) and the room reloads.
         """
-        if scope == "server":
+        if scope == CREATE_SCOPE:
             return await self.store.idempotency(scope, request_id)
         cid = room_of_scope(scope)
         room, _ = await self._room(cid)
@@ -467,12 +467,12 @@ class Service:
                         status=room.state.status,
                         currency=currency,
                         seats={"A": room.token_hashes["A"], "B": room.token_hashes["B"]},
-                        idempotency=self._record("server", p, cid, ack, nonce),
+                        idempotency=self._record(CREATE_SCOPE, p, cid, ack, nonce),
                     )
                 )
             except Conflict:
                 if p.request_id is not None:
-                    replay = await self._replay(s, p, "server")
+                    replay = await self._replay(s, p, CREATE_SCOPE)
                     if replay is not None:
                         return replay
                 continue  # an id collision: draw another

@@ -14,6 +14,9 @@ class Unavailable(Exception):
     """The store cannot commit right now; nothing changed."""
 
 
+CREATE_SCOPE = "server"  # the idempotency scope of `create` (no room yet)
+
+
 def join_scope(connection_id: str) -> str:
     """Idempotency scope of a `join` (before the sender holds a seat)."""
     return f"conn:{connection_id}"
@@ -101,7 +104,9 @@ class Store(Protocol):
         self, connection_id: str, after_seq: int, limit: int
     ) -> list[dict[str, Any]]: ...
 
-    async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None: ...
+    async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None:
+        """A record by key; `scope` is "server" (`create`) or made by join_scope/seat_scope."""
+        ...
 
     async def ping(self) -> bool: ...
 

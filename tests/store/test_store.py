@@ -162,12 +162,12 @@ async def test_seats_are_upserted(store: Store) -> None:
 async def test_conflict_same_base_seq_leaves_no_trace(store: Store) -> None:
     await store.commit(new_room("r1"))
     await store.commit(
-        step("r1", 1, seats={"B": "winner"}, idem=rec("r1:A", "win", "r1"), who="winner")
+        step("r1", 1, seats={"B": "winner"}, idem=rec("seat:r1:A", "win", "r1"), who="winner")
     )
     with pytest.raises(Conflict):
         await store.commit(
             step(
-                "r1", 1, 2, seats={"B": "loser", "A": "loser"}, idem=rec("r1:A", "lose", "r1"),
+                "r1", 1, 2, seats={"B": "loser", "A": "loser"}, idem=rec("seat:r1:A", "lose", "r1"),
                 who="loser", status="settled",
             )
         )  # fmt: skip
@@ -176,8 +176,8 @@ async def test_conflict_same_base_seq_leaves_no_trace(store: Store) -> None:
     assert [e["seq"] for e in room.events] == [1, 2]  # no fork, no seq 3
     assert room.events[1]["who"] == "winner"
     assert room.token_hashes == {"A": "hashA", "B": "winner"}
-    assert await store.idempotency("r1:A", "lose") is None
-    assert await store.idempotency("r1:A", "win") is not None
+    assert await store.idempotency("seat:r1:A", "lose") is None
+    assert await store.idempotency("seat:r1:A", "win") is not None
     assert await store.count_open_rooms() == 1  # the loser's status did not land
     # and the room goes on from the winner's seq
     await store.commit(step("r1", 2))
@@ -193,9 +193,9 @@ async def test_conflict_on_duplicate_idempotency_key(store: Store) -> None:
     got = await store.idempotency("server", "k" * 22)
     assert got == rec("server", "k" * 22, "r1", "nonce1")
 
-    await store.commit(step("r1", 1, idem=rec("r1:A", "p1", "r1")))
+    await store.commit(step("r1", 1, idem=rec("seat:r1:A", "p1", "r1")))
     with pytest.raises(Conflict):  # same key, same room, next seq: refused whole
-        await store.commit(step("r1", 2, idem=rec("r1:A", "p1", "r1")))
+        await store.commit(step("r1", 2, idem=rec("seat:r1:A", "p1", "r1")))
     assert [e["seq"] for e in await store.events("r1", 0, 10)] == [1, 2]
     await store.commit(step("r1", 2))  # rooms.seq did not move either
 
@@ -231,14 +231,14 @@ async def test_events_paging(store: Store) -> None:
 
 async def test_idempotency_lookup(store: Store) -> None:
     await store.commit(new_room("r1", idem=rec("server", "create-key-0000000000001", "r1", "n")))
-    await store.commit(step("r1", 1, idem=rec("r1:A", "p-1", "r1")))
+    await store.commit(step("r1", 1, idem=rec("seat:r1:A", "p-1", "r1")))
     assert await store.idempotency("server", "create-key-0000000000001") == rec(
         "server", "create-key-0000000000001", "r1", "n"
     )
-    got = await store.idempotency("r1:A", "p-1")
+    got = await store.idempotency("seat:r1:A", "p-1")
     assert got is not None and got.token_nonce is None and got.ack == '{"ok":true}'
-    assert await store.idempotency("r1:B", "p-1") is None
-    assert await store.idempotency("r1:A", "p-2") is None
+    assert await store.idempotency("seat:r1:B", "p-1") is None
+    assert await store.idempotency("seat:r1:A", "p-2") is None
 
 
 async def test_count_open_rooms_and_ping(store: Store) -> None:
@@ -281,7 +281,7 @@ async def test_racing_commits_from_two_instances_one_winner_per_seq(stores: Stor
     for base in range(1, rounds + 1):
         attempts = [
             (a if i % 2 else b).commit(
-                step("r1", base, idem=rec("r1:A", f"{base}-{i}", "r1"), who=f"{base}-{i}")
+                step("r1", base, idem=rec("seat:r1:A", f"{base}-{i}", "r1"), who=f"{base}-{i}")
             )
             for i in range(racers)
         ]
@@ -296,10 +296,10 @@ async def test_racing_commits_from_two_instances_one_winner_per_seq(stores: Stor
         assert [e["seq"] for e in room.events] == list(range(1, rounds + 2))
         assert [e["who"] for e in room.events[1:]] == winners
     for w in winners:
-        assert await b.idempotency("r1:A", w) is not None
+        assert await b.idempotency("seat:r1:A", w) is not None
     lost = [f"{base}-{i}" for base in range(1, rounds + 1) for i in range(racers)]
     for key in set(lost) - set(winners):
-        assert await a.idempotency("r1:A", key) is None
+        assert await a.idempotency("seat:r1:A", key) is None
 
 
 async def test_reload_and_retry_workers_never_fork(stores: Stores) -> None:
@@ -468,6 +468,11 @@ async def test_migrations_create_schema_like_sqlite(pg: Stores, tmp_path: Path) 
     with sqlite3.connect(tmp_path / "a.db") as db:
         tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         lite_cols = {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    # The same columns, but for SQLite's room numbers (schema 4): its keys start
+    # with a number in order of creation rather than the random connection id.
+    for t in ("rooms", "events", "seats", "idempotency"):
+        assert lite_cols[t][0] == "room"
+        del lite_cols[t][0]
     assert pg_cols == lite_cols
 
 
@@ -616,40 +621,52 @@ async def test_sqlite_checkpoints_the_wal_in_its_own_thread_and_keeps_it_bounded
         await store.close()
 
 
-async def test_sqlite_files_of_schema_1_and_2_are_rebuilt_to_3_with_every_row(
-    tmp_path: Path,
-) -> None:
-    """Files written before schema 3 (WITHOUT ROWID events and idempotency, and in
-    schema 1 an index on idempotency(connection_id)) open with all their rows."""
-    from settlement.store.sqlite import SCHEMA_VERSION
+# The tables of SQLite files written before schema 4, as those servers made them.
+SCHEMA_1 = """
+    CREATE TABLE rooms (connection_id TEXT PRIMARY KEY, currency TEXT NOT NULL,
+        status TEXT NOT NULL, seq INTEGER NOT NULL);
+    CREATE TABLE events (connection_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        type TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (connection_id, seq))
+        WITHOUT ROWID;
+    CREATE TABLE seats (connection_id TEXT NOT NULL, party TEXT NOT NULL, token_hash TEXT,
+        PRIMARY KEY (connection_id, party)) WITHOUT ROWID;
+    CREATE TABLE idempotency (scope TEXT NOT NULL, request_id TEXT NOT NULL,
+        connection_id TEXT NOT NULL, fingerprint TEXT NOT NULL, ack TEXT NOT NULL,
+        token_nonce TEXT, PRIMARY KEY (scope, request_id)) WITHOUT ROWID;
+    CREATE INDEX idempotency_room ON idempotency (connection_id);
+"""
+SCHEMA_3 = """
+    CREATE TABLE rooms (connection_id TEXT PRIMARY KEY, currency TEXT NOT NULL,
+        status TEXT NOT NULL, seq INTEGER NOT NULL);
+    CREATE TABLE events (connection_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        type TEXT NOT NULL, body TEXT NOT NULL, UNIQUE (connection_id, seq));
+    CREATE TABLE seats (connection_id TEXT NOT NULL, party TEXT NOT NULL, token_hash TEXT,
+        PRIMARY KEY (connection_id, party)) WITHOUT ROWID;
+    CREATE TABLE idempotency (scope TEXT NOT NULL, request_id TEXT NOT NULL,
+        connection_id TEXT NOT NULL, fingerprint TEXT NOT NULL, ack TEXT NOT NULL,
+        token_nonce TEXT, UNIQUE (scope, request_id));
+    CREATE INDEX rooms_open ON rooms (status) WHERE status != 'settled';
+"""
 
-    db = tmp_path / "old.db"
+
+def _old_file(db: Path, version: int, tables: str) -> dict[str, Any]:
+    """A file as a server of `version` left it: rooms r2 then r1 (created in that
+    order), r1 with two events, both seats and two idempotency records."""
     old = sqlite3.connect(db)
     old.executescript(
-        """
-        PRAGMA journal_mode = WAL;
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO meta VALUES ('schema_version', '1');
-        CREATE TABLE rooms (connection_id TEXT PRIMARY KEY, currency TEXT NOT NULL,
-            status TEXT NOT NULL, seq INTEGER NOT NULL);
-        CREATE TABLE events (connection_id TEXT NOT NULL, seq INTEGER NOT NULL,
-            type TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (connection_id, seq))
-            WITHOUT ROWID;
-        CREATE TABLE seats (connection_id TEXT NOT NULL, party TEXT NOT NULL, token_hash TEXT,
-            PRIMARY KEY (connection_id, party)) WITHOUT ROWID;
-        CREATE TABLE idempotency (scope TEXT NOT NULL, request_id TEXT NOT NULL,
-            connection_id TEXT NOT NULL, fingerprint TEXT NOT NULL, ack TEXT NOT NULL,
-            token_nonce TEXT, PRIMARY KEY (scope, request_id)) WITHOUT ROWID;
-        CREATE INDEX idempotency_room ON idempotency (connection_id);
-        """
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        f"INSERT INTO meta VALUES ('schema_version', '{version}');" + tables
     )
     created = ev("r1", 1, "created", party="A", currency="USD")
     proposed = ev("r1", 2)
+    r2 = ev("r2", 1, "created", party="A", currency="EUR")
+    old.execute("INSERT INTO rooms VALUES ('r2', 'EUR', 'awaiting_offer', 1)")
     old.execute("INSERT INTO rooms VALUES ('r1', 'USD', 'offer_pending', 2)")
-    for e in (created, proposed):
+    for e in (created, proposed, r2):
         old.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?)",
-            ("r1", e["seq"], e["type"], orjson.dumps(e).decode()),
+            (e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode()),
         )
     old.execute("INSERT INTO seats VALUES ('r1', 'A', 'hashA'), ('r1', 'B', NULL)")
     old.execute(
@@ -661,37 +678,85 @@ async def test_sqlite_files_of_schema_1_and_2_are_rebuilt_to_3_with_every_row(
     )
     old.commit()
     old.close()
+    return {"created": created, "proposed": proposed}
 
+
+@pytest.mark.parametrize(("version", "tables"), [(1, SCHEMA_1), (3, SCHEMA_3)])
+async def test_sqlite_files_before_schema_4_are_migrated_with_every_row(
+    tmp_path: Path, version: int, tables: str
+) -> None:
+    """Files of schema 1 (WITHOUT ROWID tables, an index on idempotency(connection_id))
+    and of schema 3 (keys by connection id) open with all their rows, numbered."""
+    from settlement.store.sqlite import SCHEMA_VERSION
+
+    db = tmp_path / "old.db"
+    rows = _old_file(db, version, tables)
     store = open_store(f"sqlite:///{db}")
     await store.open()
     try:
         loaded = await store.load_room("r1")
         assert loaded is not None
         assert [e["seq"] for e in loaded.events] == [1, 2]
-        assert loaded.events[1] == proposed
+        assert loaded.events[1] == rows["proposed"]
         assert loaded.token_hashes == {"A": "hashA", "B": None}
         assert [(r.scope, r.request_id) for r in loaded.idempotency] == [("seat:r1:A", "p1")]
         assert (await store.idempotency("server", "c" * 22)) == IdempotencyRecord(
             "server", "c" * 22, "r1", "fp", '{"ok":true}', "nonce"
         )
+        assert (await store.idempotency("seat:r1:A", "p1")) is not None
         with pytest.raises(Conflict):  # (room, seq) is still unique
             await store.commit(step("r1", 1))
         await store.commit(step("r1", 2, idem=rec("seat:r1:A", "p2", "r1")))
         with pytest.raises(Conflict):  # (scope, request_id) is still unique
             await store.commit(step("r1", 3, idem=rec("seat:r1:A", "p2", "r1")))
+        with pytest.raises(Conflict):  # and so is a create's request_id
+            await store.commit(new_room("r3", idem=rec("server", "c" * 22, "r3")))
         assert [e["seq"] for e in await store.events("r1", 0, 10)] == [1, 2, 3]
+        assert await store.count_open_rooms() == 2
     finally:
         await store.close()
     check = sqlite3.connect(db)
     try:
-        tables = dict(check.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
-        assert "WITHOUT ROWID" not in tables["events"].upper()
-        assert "WITHOUT ROWID" not in tables["idempotency"].upper()
-        assert "events_v3" not in tables and "idempotency_v3" not in tables
+        tables_now = dict(check.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"))
+        assert not [t for t in tables_now if t.endswith("_v4")]
+        for t in ("rooms", "events", "seats", "idempotency"):
+            assert next(iter(check.execute(f"PRAGMA table_info({t})")))[1] == "room"
+        # Numbered in the order the rooms were created.
+        assert check.execute("SELECT connection_id FROM rooms ORDER BY room").fetchall() == [
+            ("r2",),
+            ("r1",),
+        ]
         indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"rooms_open", "idempotency_create"} <= indexes
         assert "idempotency_room" not in indexes
-        version = check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        assert version == (str(SCHEMA_VERSION),) == ("3",)
+        version_now = check.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        assert version_now == (str(SCHEMA_VERSION),) == ("4",)
+    finally:
+        check.close()
+
+
+async def test_sqlite_migration_stops_on_a_row_of_no_room_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """An event of a room that does not exist cannot be numbered: the server
+    refuses to start rather than drop it, and the file stays as it was."""
+    db = tmp_path / "old.db"
+    _old_file(db, 3, SCHEMA_3)
+    with sqlite3.connect(db) as old:
+        old.execute("INSERT INTO events VALUES ('ghost', 1, 'created', '{}')")
+    store = open_store(f"sqlite:///{db}")
+    with pytest.raises(RuntimeError, match="names no room"):
+        await store.open()
+    check = sqlite3.connect(db)
+    try:
+        assert check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "3",
+        )
+        assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (4,)
+        columns = [c[1] for c in check.execute("PRAGMA table_info(rooms)")]
+        assert columns == ["connection_id", "currency", "status", "seq"]
     finally:
         check.close()
 
