@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.warmup = 0.5 if args.quick else 2.0
     args.duration = args.duration or (2.5 if args.quick else 6.0)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    # Five rounds: the median ratio then shrugs off one or two windows that the
+    # shared machine disturbed (with three, one bad window in two moved it).
+    args.rounds = args.rounds or (1 if args.quick else 5)
     args.latency_duration = args.latency_duration or (2.0 if args.quick else 8.0)
     args.sockets = args.sockets or (2_000 if args.quick else 10_000)
     args.idle_settle = 0.5 if args.quick else 3.0
@@ -461,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         result["ratios"] = ratios
         log(
             "  ratio service/ceiling (median of rounds): "
-            + ", ".join(f"{k} pairs {v}" for k, v in ratios.items())
+            + ", ".join(
+                f"{k} pairs {v['ratio']} (rounds {', '.join(str(x) for x in v['round_ratios'])})"
+                for k, v in summary.items()
+            )
             + "; per server CPU-second: "
             + ", ".join(
                 f"{k} pairs {v['service_per_cpu_s']:.0f} vs {v['ceiling_per_cpu_s']:.0f} "
