@@ -749,16 +749,21 @@ async def test_sqlite_migration_stops_on_a_row_of_no_room_and_changes_nothing(
     store = open_store(f"sqlite:///{db}")
     with pytest.raises(RuntimeError, match="names no room"):
         await store.open()
+    assert _version_and_events(db) == ("3", 4)
+    with sqlite3.connect(db) as check:
+        columns = [c[1] for c in check.execute("PRAGMA table_info(rooms)")]
+    assert columns == ["connection_id", "currency", "status", "seq"]
+
+
+def _version_and_events(db: Path) -> tuple[str, int]:
+    """What a refused file still says: its schema version and how many events it holds."""
     check = sqlite3.connect(db)
     try:
-        assert check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "3",
-        )
-        assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (4,)
-        columns = [c[1] for c in check.execute("PRAGMA table_info(rooms)")]
-        assert columns == ["connection_id", "currency", "status", "seq"]
+        (version,) = check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        (events,) = check.execute("SELECT COUNT(*) FROM events").fetchone()
     finally:
         check.close()
+    return version, events
 
 
 async def test_sqlite_refuses_a_file_of_a_newer_schema_and_leaves_it_alone(tmp_path: Path) -> None:
@@ -774,11 +779,4 @@ async def test_sqlite_refuses_a_file_of_a_newer_schema_and_leaves_it_alone(tmp_p
     again = open_store(f"sqlite:///{db}")
     with pytest.raises(RuntimeError, match="newer"):
         await again.open()
-    check = sqlite3.connect(db)
-    try:
-        assert check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "99",
-        )
-        assert check.execute("SELECT COUNT(*) FROM events").fetchone() == (1,)
-    finally:
-        check.close()
+    assert _version_and_events(db) == ("99", 1)
