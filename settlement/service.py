@@ -339,21 +339,26 @@ class Service:
             return await self._refuse(s, env)
         p = env
         scope = None if p.event in READ_ONLY else self._scope(s, p)
-        if scope is not None and p.request_id is not None:
+        # A `create` on its way to a commit is not looked up first: the store's
+        # unique key on its request_id finds a repeat (Conflict, then the replay),
+        # which saves a database read per new connection. Refused, it is looked up.
+        if scope is not None and p.request_id is not None and scope != CREATE_SCOPE:
             replay = await self._replay(s, p, scope)
             if replay is not None:
                 return replay
         shape = check_shape(p)
         if shape is not None:
-            return await self._refuse(s, shape)
+            return await self._refuse_unless_replay(s, p, scope, shape)
         if p.event in SEATED:
             if s.seat is None:
                 return await self._refuse(
                     s, Refusal("not_seated", "Join or resume a connection first.")
                 )
         elif s.seat is not None:
-            return await self._refuse(
+            return await self._refuse_unless_replay(
                 s,
+                p,
+                scope,
                 Refusal("already_seated", "This socket already holds a seat; leave it first."),
             )
         if p.event == "create":
@@ -365,6 +370,16 @@ class Service:
         if p.event == "receipt":
             return await self._receipt(s)
         return await self._room_command(s, p, scope)
+
+    async def _refuse_unless_replay(
+        self, s: Session, p: Payload, scope: str | None, refusal: Refusal
+    ) -> dict[str, Any]:
+        """A `create` about to be refused: a repeat of one that was applied gets its ack."""
+        if scope == CREATE_SCOPE and p.request_id is not None:
+            replay = await self._replay(s, p, scope)
+            if replay is not None:
+                return replay
+        return await self._refuse(s, refusal)
 
     async def _guarded(self, s: Session, p: Payload, scope: str | None) -> dict[str, Any]:
         """join/resume: an address that keeps naming unknown rooms or wrong tokens waits."""
@@ -442,7 +457,9 @@ class Service:
         try:
             money.currency_exponent(currency)
         except money.MoneyError as err:
-            return await self._refuse(s, Refusal(err.code, err.message))
+            return await self._refuse_unless_replay(
+                s, p, CREATE_SCOPE, Refusal(err.code, err.message)
+            )
         party: Party = p.fields["party"]
         for _ in range(MAX_ATTEMPTS):
             cid = new_connection_id()

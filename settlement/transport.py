@@ -11,8 +11,11 @@ protocol, queue and shutdown order, and waits plainly:
   closes the socket when the pong is overdue, and the writer, which then
   gets no packet for `ping_interval + ping_timeout`, closes the websocket,
   which ends the reader (the same bound as before);
-- the writer takes what is queued without waiting, and waits under one
-  `asyncio.timeout` only when the queue is empty.
+- the writer takes what is queued without waiting, and waits plainly when
+  the queue is empty; one timer per socket (a watchdog that re-arms itself
+  from when the current wait began) ends a wait that lasts longer than
+  `ping_interval + ping_timeout`, instead of an `asyncio.timeout` per wait
+  (3.5 us each, two or three waits per command).
 
 A socket that starts with long-polling and upgrades keeps python-engineio's
 own handler.
@@ -30,14 +33,25 @@ from engineio.async_socket import AsyncSocket
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
+    watched = False  # a watchdog bounds the writer's waits (the lean websocket handler)
+    waiting_since: float | None = None  # loop.time() when the current wait began
+
     async def poll(self) -> list[Any]:
         queue = self.queue
         try:
             pkt = queue.get_nowait()
         except asyncio.QueueEmpty:
             try:
-                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                    pkt = await queue.get()
+                if self.watched:
+                    self.waiting_since = asyncio.get_running_loop().time()
+                    try:
+                        pkt = await queue.get()
+                    finally:
+                        self.waiting_since = None
+                else:  # long-polling, or python-engineio's own websocket handler
+                    timeout = self.server.ping_interval + self.server.ping_timeout
+                    async with asyncio.timeout(timeout):
+                        pkt = await queue.get()
             except (TimeoutError, asyncio.CancelledError):
                 raise exceptions.QueueEmpty() from None
         queue.task_done()
@@ -81,7 +95,22 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                     break
             await ws.close()
 
+        self.watched = True
         writer_task = asyncio.ensure_future(writer())
+        loop = asyncio.get_running_loop()
+        idle_limit = self.server.ping_interval + self.server.ping_timeout
+        timer: list[asyncio.TimerHandle] = []
+
+        def watchdog() -> None:
+            """Ends the writer's wait once it has lasted idle_limit (a silent peer)."""
+            since = self.waiting_since
+            now = loop.time()
+            if since is not None and now - since >= idle_limit:
+                writer_task.cancel()  # poll() -> QueueEmpty -> the writer closes the websocket
+                return
+            timer[:] = [loop.call_at((since if since is not None else now) + idle_limit, watchdog)]
+
+        timer.append(loop.call_later(idle_limit, watchdog))
         while True:
             try:
                 msg = await sock.receive()
@@ -102,6 +131,8 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 break
             except Exception:
                 self.server.logger.exception("Unknown receive error")
+        for handle in timer:
+            handle.cancel()
         await self.queue.put(None)  # unlock the writer so it can exit
         await writer_task
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)

@@ -185,6 +185,29 @@ async def test_replayed_create_with_other_payload_is_idempotency_mismatch(shared
     assert_error(await y.history(), "not_seated", seated=False)
 
 
+async def test_replayed_create_that_would_be_refused_is_still_a_replay(shared_server, bots):
+    """A repeated `create` is recognised whatever else is wrong with it: from the
+    socket it seated (not `already_seated`), with a bad shape or an unknown
+    currency (a mismatch, not a validation error)."""
+    x = await bots(shared_server)
+    key = rid()
+    first = assert_ok(await x.call("create", {"party": "A", "request_id": key}))
+    assert same(await x.call("create", {"party": "A", "request_id": key}), first)
+    assert_error(
+        await x.call("create", {"party": "A", "bogus": 1, "request_id": key}),
+        "idempotency_mismatch",
+        seated=True,
+    )
+    y = await bots(shared_server)
+    assert_error(
+        await y.call("create", {"party": "A", "currency": "XXX1", "request_id": key}),
+        "idempotency_mismatch",
+        seated=False,
+    )
+    fresh = await y.call("create", {"party": "A", "currency": "XXX1", "request_id": rid()})
+    assert fresh["ok"] is False and fresh["error"]["code"] != "idempotency_mismatch"
+
+
 async def test_replayed_create_after_leave_returns_ack_but_does_not_seat(shared_server, bots):
     x = await bots(shared_server)
     key = rid()
