@@ -28,12 +28,13 @@ def seat_scope(connection_id: str, party: str) -> str:
 
 
 def room_of_scope(scope: str) -> str:
-    """The connection id in a `join_scope` or `seat_scope`."""
-    return scope.split(":")[1]
+    """The connection id in a `join_scope` or `seat_scope` ("" for any other scope)."""
+    parts = scope.split(":")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def room_scopes(connection_id: str) -> tuple[str, str, str]:
-    """Every scope of a room's records (`create` is in the scope "server")."""
+    """Every scope of a room's records (`create` is in CREATE_SCOPE)."""
     return (
         join_scope(connection_id),
         seat_scope(connection_id, "A"),

@@ -245,7 +245,6 @@ class SQLiteStore:
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._cconn: sqlite3.Connection | None = None
-        self._lconn: sqlite3.Connection | None = None  # the event loop's, for point reads
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._since_checkpoint = 0
@@ -317,8 +316,6 @@ class SQLiteStore:
         await loop.run_in_executor(self._write, self._open_writer)
         await loop.run_in_executor(self._read, self._open_reader)
         await loop.run_in_executor(self._ckpt, self._open_checkpointer)
-        self._lconn = self._connect()
-        self._lconn.execute("PRAGMA busy_timeout = 0")
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
 
     async def close(self) -> None:
@@ -329,9 +326,6 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         if self._checkpointing is not None:
             await asyncio.wait([self._checkpointing])
-        if self._lconn is not None:
-            self._lconn.close()
-            self._lconn = None
         if self._cconn is not None:
             await loop.run_in_executor(self._ckpt, self._cconn.close)
         if self._rconn is not None:
@@ -492,10 +486,8 @@ class SQLiteStore:
         )
         return result
 
-    def _idempotency(
-        self, scope: str, request_id: str, conn: sqlite3.Connection | None = None
-    ) -> IdempotencyRecord | None:
-        conn = conn or self._rconn
+    def _idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None:
+        conn = self._rconn
         assert conn is not None
         if scope == CREATE_SCOPE:
             row = conn.execute(
@@ -508,23 +500,14 @@ class SQLiteStore:
                 "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
                 "WHERE room = (SELECT room FROM rooms WHERE connection_id = ?) "
                 "AND scope = ? AND request_id = ?",
-                (room_of_scope(scope) if ":" in scope else "", scope, request_id),
+                (room_of_scope(scope), scope, request_id),
             ).fetchone()
         if row is None:
             return None
         return IdempotencyRecord(scope, request_id, row[0], row[1], row[2], row[3])
 
     async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None:
-        # A point read by primary key takes microseconds: done on the loop, it
-        # saves two thread hand-offs per `create`. The loop's connection never
-        # waits for a lock (busy_timeout 0): if SQLite is busy, the reader thread,
-        # which may wait, does it.
-        conn = self._lconn
-        if conn is not None:
-            try:
-                return self._idempotency(scope, request_id, conn)
-            except sqlite3.OperationalError:
-                pass
+        # Rare since a new `create` is not looked up before its commit (service.py).
         result: IdempotencyRecord | None = await self._run_read(
             self._idempotency, scope, request_id
         )
