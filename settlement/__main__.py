@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from settlement import webhooks_cli
 from settlement.ledger import verify_receipt
 from settlement.signing import load_public_keys
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a base64 Ed25519 public key or a saved /api/keys document; also checks the signature",
     )
     commands.add_parser("serve", help="run the server (options as for app.py)", add_help=False)
+    webhooks_cli.add_parsers(commands)
     return parser
 
 
@@ -133,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after `serve` belongs to app.py's own parser, --help included.
         return run_serve(args_list[1:])
     args = build_parser().parse_args(args_list)
+    if args.command == "webhooks":
+        return webhooks_cli.run_webhooks(args.database, args.redeliver)
+    if args.command == "webhook-secret":
+        return webhooks_cli.run_webhook_secret(args.key_dir, args.database)
     return run_verify(args.receipt, args.key)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from . import ledger, logs, metrics, money, negotiation
+from . import ledger, logs, metrics, money, negotiation, webhooks
 from .cluster import Cluster
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash, token_matches
@@ -152,8 +152,10 @@ class Service:
         metrics_: metrics.Metrics | None = None,
         cluster: Cluster | None = None,
         guesses: GuessLimiter | None = None,
+        webhook_urls: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.webhook_urls = webhook_urls
         self.cluster = cluster
         if cluster is not None:
             cluster.on_changed = self._remote_changed
@@ -485,6 +487,7 @@ class Service:
                         currency=currency,
                         seats={"A": room.token_hashes["A"], "B": room.token_hashes["B"]},
                         idempotency=self._record(CREATE_SCOPE, p, cid, ack, nonce),
+                        outbox=webhooks.outbox_rows(events, lambda: None, self.webhook_urls),
                     )
                 )
             except Conflict:
@@ -639,6 +642,9 @@ class Service:
                 currency=new_state.currency,
                 seats=seats,
                 idempotency=record,
+                outbox=webhooks.outbox_rows(
+                    events, lambda: self.receipt_of(new_room), self.webhook_urls
+                ),
             )
         )
         # Durable from here on: update what this node knows, then tell everyone.
