@@ -199,9 +199,7 @@ async def test_a_message_is_abandoned_after_its_window_and_redelivered_on_reques
                 ]
                 return logs
 
-            deadline = time.monotonic() + 15
-            while len(abandoned()) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+            await receiver.until(lambda: len(abandoned()) >= 2, timeout=15)
             assert [r["id"] for r in logs] == [f"evt_{compact}_1", f"evt_{compact}_2"]
             ids = receiver.ids()
             for seq in (1, 2):  # tried at least once, never after the window
