@@ -33,6 +33,9 @@ class Settings:
     webhook_secret: str | None = None  # `whsec_...`; None: <key dir>/webhook.secret
     webhook_retry_base: float = 1.0  # seconds: the first wait after a failed attempt
     webhook_retry_for: float = 72 * 3600.0  # seconds from a message's first attempt
+    # Seconds a node holds a message it is delivering: above the 10 s attempt, and
+    # with the 1 s poll below the 30 s within which a dead node's work is taken over.
+    webhook_lease: float = 20.0
 
     def keys_path(self) -> Path:
         """Beside the SQLite file by default: `<db>.keys/`."""
@@ -97,6 +100,9 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         p.error(str(exc))
     if not a.webhook_retry_base > 0 or not a.webhook_retry_for >= 0:
         p.error("--webhook-retry-base must be positive and --webhook-retry-for not negative")
+    lease = float(env.get("SETTLEMENT_WEBHOOK_LEASE", d.webhook_lease))
+    if not 10 < lease <= 28:
+        p.error("SETTLEMENT_WEBHOOK_LEASE must be above 10 (an attempt) and at most 28 seconds")
     return Settings(
         host=a.host,
         port=a.port,
@@ -117,4 +123,5 @@ def parse(argv: list[str] | None = None, env: dict[str, str] | None = None) -> S
         webhook_secret=a.webhook_secret,
         webhook_retry_base=a.webhook_retry_base,
         webhook_retry_for=a.webhook_retry_for,
+        webhook_lease=lease,
     )

@@ -154,6 +154,7 @@ def create_app(settings: Settings) -> web.Application:
                 secret,
                 retry_base=settings.webhook_retry_base,
                 retry_for=settings.webhook_retry_for,
+                lease=settings.webhook_lease,
             )
         store = open_store(
             settings.database_url,
