@@ -24,6 +24,7 @@ class Delivery:
     body: bytes
     headers: dict[str, str]
     message: dict[str, Any]
+    answer: str = ""  # what the receiver did: ok, fail, hang, redirect
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Receiver:
         if request.content_type != "application/json":
             self.rejected.append(f"{headers.get('webhook-id')}: {request.content_type}")
         delivery = Delivery(time.monotonic(), headers["webhook-id"], body, headers, message)
-        mode = self.mode(delivery)
+        mode = delivery.answer = self.mode(delivery)
         self.received.append(delivery)
         self.changed.set()
         if mode == "hang":
