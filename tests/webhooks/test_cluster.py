@@ -109,3 +109,32 @@ async def test_a_node_killed_holding_messages_has_them_finished_by_the_other(
             for node in nodes:
                 await asyncio.to_thread(node.stop)
     assert receiver.rejected == []
+
+
+async def test_two_nodes_on_one_sqlite_file_deliver_each_message_once_in_order(
+    tmp_path: Path,
+) -> None:
+    key = secret()
+    async with Receiver(key) as receiver:
+        nodes = [
+            ServerProcess(tmp_path, extra_args=webhook_args(receiver.url, key=key))
+            for _ in range(2)
+        ]
+        for node in nodes:
+            await asyncio.to_thread(node.start)
+        try:
+            async with SettlementClient(nodes[0].url) as a, SettlementClient(nodes[1].url) as b:
+                cid = (await a.create("A"))["connection_id"]
+                await b.join(cid)
+                for i in range(10):  # commits alternate between the nodes
+                    offer = await a.propose(str(10 + i))
+                    await b.dispute(offer["version"])
+            compact = cid.replace("-", "")
+            expected = [f"evt_{compact}_{seq}" for seq in range(1, 23)]
+            await receiver.until(lambda: len(receiver.received) >= len(expected))
+            await asyncio.sleep(1.5)  # a poll of each node: nothing more comes
+        finally:
+            for node in nodes:
+                await asyncio.to_thread(node.stop)
+    assert receiver.ids() == expected
+    assert receiver.rejected == []
