@@ -111,21 +111,24 @@ class Deliverer:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _claim_some(self) -> None:
-        room = MAX_INFLIGHT - len(self._inflight)
-        if room <= 0:
-            return
-        now = time.time()
-        if self._next_due <= now:
-            self._next_due = float("inf")  # the store hands it out now if it is still due
-        skip = [url for url, n in self._per_endpoint.items() if n >= PER_ENDPOINT]
-        self._claims += 1
-        lease = f"{self.owner}:{self._claims}"
-        claims = await self.store.webhooks.claim(lease, now, self.lease, room, skip)
-        for claim in claims:
-            self._per_endpoint[claim.endpoint] += 1
-            task = asyncio.create_task(self._deliver(claim))
-            self._inflight[task] = claim
-            task.add_done_callback(self._done)
+        """Claim while there is room: PER_ENDPOINT at a time, so that one endpoint
+        with many due messages cannot take every slot in one claim."""
+        while (room := MAX_INFLIGHT - len(self._inflight)) > 0:
+            now = time.time()
+            if self._next_due <= now:
+                self._next_due = float("inf")  # the store hands it out now if still due
+            skip = [url for url, n in self._per_endpoint.items() if n >= PER_ENDPOINT]
+            self._claims += 1
+            lease = f"{self.owner}:{self._claims}"
+            want = min(room, PER_ENDPOINT)
+            claims = await self.store.webhooks.claim(lease, now, self.lease, want, skip)
+            for claim in claims:
+                self._per_endpoint[claim.endpoint] += 1
+                task = asyncio.create_task(self._deliver(claim))
+                self._inflight[task] = claim
+                task.add_done_callback(self._done)
+            if len(claims) < want:
+                return
 
     def _done(self, task: asyncio.Task[None]) -> None:
         claim = self._inflight.pop(task)
