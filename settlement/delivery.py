@@ -142,11 +142,11 @@ class Deliverer:
     async def _deliver(self, claim: WebhookClaim) -> None:
         msg_id = webhooks.message_id(claim.connection_id, claim.seq)
         started = time.time()
-        if claim.attempts > 1 and started > claim.first_attempt + self.retry_for:
-            # Claimed after its window closed (every node was down, say): no attempt.
-            await self._abandon(claim, msg_id, started, "the retry window closed")
-            return
         try:
+            if claim.attempts > 1 and started > claim.first_attempt + self.retry_for:
+                # Claimed after its window closed (every node was down, say): no attempt.
+                await self._abandon(claim, msg_id, started, "the retry window closed")
+                return
             error = await self._post(claim, msg_id)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):  # shutting down: let another node go on
@@ -154,6 +154,9 @@ class Deliverer:
                     self.store.webhooks.finish(claim, "failed", time.time(), time.time(), "stopped")
                 )
             raise
+        except Unavailable as exc:
+            log.warning("webhook_outcome_not_recorded", id=msg_id, error=str(exc))
+            return
         now = time.time()
         try:
             if error is None:
