@@ -236,7 +236,10 @@ async def test_a_hanging_endpoint_delays_no_ack_and_holds_up_no_other_endpoint(
 ) -> None:
     key = secret()
     async with Receiver(key, mode=lambda _: "hang") as hanging, Receiver(key) as healthy:
-        srv = ServerProcess(tmp_path, extra_args=webhook_args(hanging.url, healthy.url, key=key))
+        flags = ["--rate", "2000", "--burst", "2000"]
+        srv = ServerProcess(
+            tmp_path, extra_args=flags + webhook_args(hanging.url, healthy.url, key=key)
+        )
         async with running(srv):
             acks: list[float] = []
             async with SettlementClient(srv.url) as a, SettlementClient(srv.url) as b:

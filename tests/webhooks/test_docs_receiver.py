@@ -25,7 +25,7 @@ def documented_receiver() -> str:
 
 async def test_the_documented_receiver_verifies_real_deliveries(tmp_path: Path) -> None:
     code = documented_receiver()
-    assert len(code.strip().splitlines()) == 5
+    assert len([line for line in code.splitlines() if not line.startswith("#")]) == 5
     port = free_port()
     key = secret()
     (tmp_path / "webhook.secret").write_text(key + "\n")
