@@ -8,6 +8,7 @@ recording one) fans it out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -36,14 +37,12 @@ def render(snapshot: Snapshot, events: list[Event], party: str | None, locale: s
     return views.render_fragments(dict(snapshot), events, party, locale)
 
 
+@dataclass(eq=False)
 class Fanout:
-    def __init__(
-        self, publisher: Publisher, registry: Registry, nodes: Nodes, cache: RoomCache
-    ) -> None:
-        self.pub = publisher
-        self.registry = registry
-        self.nodes = nodes
-        self.cache = cache
+    pub: Publisher
+    registry: Registry
+    nodes: Nodes
+    cache: RoomCache
 
     async def online(self, cid: str) -> dict[str, bool]:
         return await self.nodes.online(cid, self.registry.online(cid))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 import orjson
 
@@ -59,17 +60,15 @@ def record(
     )
 
 
+@dataclass(eq=False)
 class Replays:
     """Find a command's stored ack and hand it back, re-seating a replayed create/join."""
 
-    def __init__(
-        self, store: Store, cache: RoomCache, mint: TokenMint, fanout: Fanout, seating: Seating
-    ) -> None:
-        self.store = store
-        self.cache = cache
-        self.mint = mint
-        self.fanout = fanout
-        self.seating = seating
+    store: Store
+    cache: RoomCache
+    mint: TokenMint
+    fanout: Fanout
+    seating: Seating
 
     async def replay(self, s: Session, p: Payload, scope: str) -> Ack | None:
         """The original ack (or `idempotency_mismatch`), or None for a new key."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -23,11 +24,12 @@ from typing import Any
 
 import structlog
 
-from . import ledger, metrics, money, negotiation
+from . import ledger, money, negotiation
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .fanout import Fanout
 from .idempotency import Replays, record, scope_of
 from .ids import TokenMint, new_connection_id, normalise_connection_id, token_hash
+from .metrics import Metrics
 from .negotiation import Party, Refusal
 from .nodes import Nodes
 from .presence import Presence
@@ -84,34 +86,20 @@ class Again(Enum):
     DONE = "this very request was committed already: replay it"
 
 
+@dataclass(eq=False)
 class Pipeline:
-    def __init__(
-        self,
-        store: Store,
-        cache: RoomCache,
-        fanout: Fanout,
-        seating: Seating,
-        replays: Replays,
-        presence: Presence,
-        reads: Reads,
-        nodes: Nodes,
-        mint: TokenMint,
-        guesses: GuessLimiter,
-        metrics_: metrics.Metrics,
-        max_amount: Decimal = money.DEFAULT_MAXIMUM,
-    ) -> None:
-        self.store = store
-        self.cache = cache
-        self.fanout = fanout
-        self.seating = seating
-        self.replays = replays
-        self.presence = presence
-        self.reads = reads
-        self.nodes = nodes
-        self.mint = mint
-        self.guesses = guesses
-        self.metrics = metrics_
-        self.max_amount = max_amount
+    store: Store
+    cache: RoomCache
+    fanout: Fanout
+    seating: Seating
+    replays: Replays
+    presence: Presence
+    reads: Reads
+    nodes: Nodes
+    mint: TokenMint
+    guesses: GuessLimiter
+    metrics: Metrics
+    max_amount: Decimal = money.DEFAULT_MAXIMUM
 
     # -- the order of checks ---------------------------------------------------
 

@@ -7,11 +7,13 @@ with the same `seq`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import metrics, negotiation
+from . import negotiation
 from .fanout import Fanout
 from .ids import normalise_connection_id, token_matches
+from .metrics import Metrics
 from .roomcache import RoomCache
 from .rooms import GuessLimiter, MemoryTrimmer, Registry, Session
 from .seating import Seating
@@ -19,23 +21,15 @@ from .shapes import EVENT_ERRORS, Ack, ok, refusal
 from .store import Unavailable
 
 
+@dataclass(eq=False)
 class Presence:
-    def __init__(
-        self,
-        cache: RoomCache,
-        registry: Registry,
-        seating: Seating,
-        fanout: Fanout,
-        guesses: GuessLimiter,
-        metrics_: metrics.Metrics,
-    ) -> None:
-        self.cache = cache
-        self.registry = registry
-        self.seating = seating
-        self.fanout = fanout
-        self.guesses = guesses
-        self.metrics = metrics_
-        self.trimmer = MemoryTrimmer()
+    cache: RoomCache
+    registry: Registry
+    seating: Seating
+    fanout: Fanout
+    guesses: GuessLimiter
+    metrics: Metrics
+    trimmer: MemoryTrimmer = field(default_factory=MemoryTrimmer)
 
     async def resume(
         self, s: Session, raw_cid: Any, token: str, *, at_connect: bool = False

@@ -23,12 +23,12 @@ class PageRoom:
     events: list[Event]
 
 
+@dataclass(eq=False)
 class Reads:
-    def __init__(self, store: Store, cache: RoomCache, fanout: Fanout, signer: Signer) -> None:
-        self.store = store
-        self.cache = cache
-        self.fanout = fanout
-        self.signer = signer
+    store: Store
+    cache: RoomCache
+    fanout: Fanout
+    signer: Signer
 
     async def history(self, s: Session, after_seq: int) -> Ack:
         assert s.seat is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .fanout import Fanout
 from .roomcache import RoomCache
 from .rooms import Registry
@@ -9,14 +11,12 @@ from .seating import Seating
 from .store import Unavailable
 
 
+@dataclass(eq=False)
 class Reconciler:
-    def __init__(
-        self, cache: RoomCache, registry: Registry, seating: Seating, fanout: Fanout
-    ) -> None:
-        self.cache = cache
-        self.registry = registry
-        self.seating = seating
-        self.fanout = fanout
+    cache: RoomCache
+    registry: Registry
+    seating: Seating
+    fanout: Fanout
 
     async def changed(self, cid: str, seq: int) -> None:
         """Another node committed to this room: a cached copy behind it is stale."""

@@ -8,30 +8,25 @@ snapshot with the same `seq`.
 
 from __future__ import annotations
 
-from . import metrics, negotiation
+from dataclasses import dataclass
+
+from . import negotiation
 from .fanout import Fanout, Publisher
+from .metrics import Metrics
 from .negotiation import Party
 from .nodes import Nodes
 from .roomcache import CachedRoom, RoomCache
 from .rooms import WATCHER, Registry, Session
 
 
+@dataclass(eq=False)
 class Seating:
-    def __init__(
-        self,
-        registry: Registry,
-        publisher: Publisher,
-        nodes: Nodes,
-        cache: RoomCache,
-        fanout: Fanout,
-        metrics_: metrics.Metrics,
-    ) -> None:
-        self.registry = registry
-        self.pub = publisher
-        self.nodes = nodes
-        self.cache = cache
-        self.fanout = fanout
-        self.metrics = metrics_
+    registry: Registry
+    pub: Publisher
+    nodes: Nodes
+    cache: RoomCache
+    fanout: Fanout
+    metrics: Metrics
 
     async def seat(
         self, s: Session, room: CachedRoom, party: Party, *, publish: bool = True

@@ -29,6 +29,21 @@ async def seated_pair(node: Node, currency: str = "USD") -> tuple[str, Session, 
     return created["connection_id"], a, b
 
 
+async def offer_moved_on_another_node(
+    cluster: Cluster,
+) -> tuple[Node, Node, str, Session, Session, Session]:
+    """Node one caches the room at version 1; a socket of seat A on node two
+    (no message queue between them) then moves the offer to version 2."""
+    one, two = cluster.node(), cluster.node()
+    cid, a, b = await seated_pair(one)
+    await one.call(a, "propose", amount="5")
+    a2 = await two.socket()
+    resumed = await two.call(a2, "resume", connection_id=cid, token=one.token(a))
+    assert resumed["ok"], resumed
+    assert (await two.call(a2, "propose", amount="7"))["version"] == 2
+    return one, two, cid, a, b, a2
+
+
 async def test_the_path_of_one_propose_commits_then_tells(node: Node) -> None:
     cid, a, b = await seated_pair(node)
     before = node.store.data.commits
@@ -106,14 +121,7 @@ async def test_a_commit_on_a_stale_cache_conflicts_and_is_decided_again(
 async def test_a_refusal_on_a_stale_cache_is_checked_again_on_fresh_state(
     cluster: Cluster,
 ) -> None:
-    one, two = cluster.node(), cluster.node()
-    cid, a, b = await seated_pair(one)
-    await one.call(a, "propose", amount="5")
-    # A second socket of seat A, on node two, moves the offer to version 2.
-    a2 = await two.socket()
-    resumed = await two.call(a2, "resume", connection_id=cid, token=one.token(a))
-    assert resumed["ok"], resumed
-    assert (await two.call(a2, "propose", amount="7"))["version"] == 2
+    one, two, cid, a, b, a2 = await offer_moved_on_another_node(cluster)
     # Node one's cache still says version 1: answering 2 is only stale there.
     accepted = await one.call(b, "respond", decision="accept", version=2)
     assert accepted["ok"] and accepted["state"]["settlement"]["amount"] == "7.00", accepted
@@ -122,16 +130,12 @@ async def test_a_refusal_on_a_stale_cache_is_checked_again_on_fresh_state(
 async def test_a_request_committed_by_another_node_is_replayed_not_refused(
     cluster: Cluster,
 ) -> None:
-    one, two = cluster.node(), cluster.node()
-    cid, a, b = await seated_pair(one)
-    await one.call(a, "propose", amount="5")
-    a2 = await two.socket()
-    assert (await two.call(a2, "resume", connection_id=cid, token=one.token(a)))["ok"]
+    one, two, cid, a, b, a2 = await offer_moved_on_another_node(cluster)
     b2 = await two.socket()
     assert (await two.call(b2, "resume", connection_id=cid, token=one.token(b)))["ok"]
-    assert (await two.call(a2, "propose", amount="8"))["version"] == 2
     key = rid()
     there = await two.call(b2, "respond", decision="accept", version=2, request_id=key)
+    assert there["state"]["settlement"]["amount"] == "7.00"
     assert there["ok"]
     # The same answer, retried through node one whose cache is at version 1.
     here = await one.call(b, "respond", decision="accept", version=2, request_id=key)
