@@ -58,6 +58,8 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 #: Seconds a 503 asks the client to wait (`Retry-After`; the 503 page reloads itself
 #: after as long). The store is back within milliseconds of PostgreSQL's return.
 RETRY_AFTER = 5
+#: The routes that read the store; their 503 counters are exported from the start, at 0.
+STORE_ROUTES = ("/c/{connection_id}", "/api/connections/{connection_id}/receipt")
 UNAVAILABLE_MESSAGE = (
     "The service cannot reach its database right now; nothing changed. "
     "Retry after the Retry-After delay."
@@ -196,6 +198,8 @@ def create_app(settings: Settings) -> web.Application:
         )
         sio.service = service
         app[SERVICE] = service
+        for route in STORE_ROUTES:
+            service.metrics.http_unavailable.labels(route)
         if cluster is not None:
             await cluster.start()
         yield

@@ -92,7 +92,8 @@ def outage_lines(log: str) -> list[dict[str, Any]]:
 
 
 async def unavailable_counts(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
-    """`settlement_http_unavailable_total` by route, from /metrics."""
+    """`settlement_http_unavailable_total` by route, from /metrics (every store route
+    is there from the start, at 0)."""
     async with http.get(base + "/metrics") as r:
         assert r.status == 200
         text = await r.text()
@@ -101,4 +102,5 @@ async def unavailable_counts(http: aiohttp.ClientSession, base: str) -> dict[str
         m = re.match(r'settlement_http_unavailable_total\{route="([^"]+)"\} (\S+)$', line)
         if m:
             counts[m.group(1)] = float(m.group(2))
+    assert {PAGE_ROUTE, RECEIPT_ROUTE} <= set(counts), text
     return counts
