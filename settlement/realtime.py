@@ -23,6 +23,7 @@ from .cluster import LocalManager, RedisManager
 from .config import Settings
 from .rooms import Session, TokenBucket
 from .service import Service
+from .store import Unavailable
 from .transport import LeanEngineIOServer
 
 NAMESPACE = "/settlement"
@@ -41,6 +42,7 @@ RESERVED_EVENTS = frozenset(
     }
 )
 log = structlog.get_logger("settlement.realtime")
+CONNECT_UNAVAILABLE = "The store is not answering; reconnect shortly."
 
 
 class JsonModule:
@@ -225,6 +227,14 @@ def build_server(settings: Settings) -> SettlementServer:
         async def after_connect() -> None:
             try:
                 await sio.service.connect(session, auth)
+            except Unavailable as exc:  # the store is down: say so, no traceback
+                log.warning("connect_unavailable", sid=sid, error=str(exc))
+                await sio.emit(
+                    "error",
+                    {"code": "unavailable", "message": CONNECT_UNAVAILABLE},
+                    to=sid,
+                    namespace=NAMESPACE,
+                )
             except Exception:
                 log.exception("connect_failed", sid=sid)
             finally:

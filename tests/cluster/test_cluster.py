@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import socketio
 
 from settlement import ledger
 from settlement.client import SettlementClient
@@ -319,6 +320,21 @@ async def http_routes_during_outage(
         got = await outage.get(http, n2.url, path)
         outage.assert_unavailable_page(got)
         answered[n2.url].append(outage.PAGE_ROUTE)
+    # The page's socket, following the room without a seat, on the node without it.
+    errors: list[Any] = []
+    watcher = socketio.AsyncClient(reconnection=False)
+    watcher.on("error", errors.append, namespace="/settlement")
+    await watcher.connect(
+        n2.url,
+        namespaces=["/settlement"],
+        transports=["websocket"],
+        auth={"view": "html", "connection_id": settled},
+    )
+    try:
+        await until(lambda: bool(errors))
+    finally:
+        await watcher.disconnect()
+    assert [e["code"] for e in errors] == ["unavailable"], errors
     for node in (n1, n2):
         routes = answered[node.url]
         counts = await outage.unavailable_counts(http, node.url)
