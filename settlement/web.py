@@ -61,8 +61,8 @@ RETRY_AFTER = 5
 #: The routes that read the store; their 503 counters are exported from the start, at 0.
 STORE_ROUTES = ("/c/{connection_id}", "/api/connections/{connection_id}/receipt")
 UNAVAILABLE_MESSAGE = (
-    "The service cannot reach its database right now; nothing changed. "
-    "Retry after the Retry-After delay."
+    "The service is briefly unavailable: its database is not answering. Nothing changed; "
+    "try again in a few seconds."
 )
 
 
