@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from . import negotiation
 from .fanout import Fanout
 from .ids import normalise_connection_id, token_matches
@@ -19,6 +21,8 @@ from .rooms import GuessLimiter, MemoryTrimmer, Registry, Session
 from .seating import Seating
 from .shapes import EVENT_ERRORS, Ack, ok, refusal
 from .store import Unavailable
+
+log = structlog.get_logger("settlement")
 
 
 @dataclass(eq=False)
@@ -69,7 +73,12 @@ class Presence:
         if token is None and isinstance(cid, str) and s.view == "html":
             # The invite page of someone without a seat: follow the room, no error.
             known = normalise_connection_id(cid)
-            room = (await self.cache.get(known))[0] if known else None
+            try:
+                room = (await self.cache.get(known))[0] if known else None
+            except Unavailable as exc:  # the store is down: say so, no traceback
+                log.warning("connect_unavailable", sid=s.sid, error=str(exc))
+                await self._error(s, "unavailable")
+                return
             if room is None:
                 await self._error(s, "not_found")
             else:

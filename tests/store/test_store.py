@@ -371,12 +371,14 @@ async def test_same_bytes_on_both_backends(tmp_path: Path, pg: Stores) -> None:
 # -- PostgreSQL only ----------------------------------------------------------
 
 
-async def test_postgres_outage_then_recovery_without_restart(pg: Stores) -> None:
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_postgres_outage_then_recovery_without_restart(pg: Stores, mode: str) -> None:
+    """`fast`: clients are told (admin shutdown) and cut; `immediate`: links just drop."""
     store = await pg.open(pool_size=3)
     await store.commit(new_room("r1"))
     # warm several pooled connections so stale ones exist after the restart
     await asyncio.gather(*(store.load_room("r1") for _ in range(6)))
-    pg.url.stop_postgres()  # type: ignore[attr-defined]
+    pg.url.stop_postgres(mode)  # type: ignore[attr-defined]
     try:
         assert await store.ping() is False
         with pytest.raises(Unavailable):
