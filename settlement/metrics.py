@@ -47,6 +47,12 @@ class Metrics:
         self.settlements = Counter(
             "settlement_settlements", "Connections settled (B accepted) on this node.", registry=r
         )
+        self.http_unavailable = Counter(
+            "settlement_http_unavailable",
+            "HTTP requests answered 503 because the store was unavailable, by route.",
+            ["route"],
+            registry=r,
+        )
         self.webhook_deliveries = Counter(
             "settlement_webhook_deliveries",
             "Webhook attempts on this node by outcome (delivered, failed; abandoned messages).",

@@ -18,9 +18,11 @@ E1, E2 = "http://one.example/hook", "http://two.example/hook"
 T0 = 1_000_000.0  # the tests' clock: the store takes every time from its caller
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    if request.param == "sqlite":
+    if request.param == "memory":  # the in-process test seam keeps the same contract
+        url = "memory:"
+    elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'settlement.db'}"
     else:
         url = request.getfixturevalue("pg_database")
@@ -187,6 +189,8 @@ async def test_two_nodes_claiming_at_once_never_share_a_message(stores: Stores) 
 async def test_commit_wakes_the_deliverer_only_when_it_wrote_messages(
     stores: Stores, tmp_path: Path
 ) -> None:
+    if stores.kind == "memory":
+        pytest.skip("the memory store is never a server's store: nothing to wake")
     woken: list[int] = []
     store = open_store(stores.url, on_outbox=lambda: woken.append(1))
     await store.open()

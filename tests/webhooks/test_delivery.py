@@ -260,8 +260,10 @@ async def test_a_hanging_endpoint_delays_no_ack_and_holds_up_no_other_endpoint(
             total = 2 + 60 + 1 + 2 * len(others)
             await healthy.until(lambda: len(healthy.unique()) >= total, timeout=15)
             await asyncio.sleep(1.5)
+    # An ack that waited for the hanging endpoint would take its 10 s timeout; the
+    # bounds leave room for a loaded machine (2 cores shared by several test runs).
     acks.sort()
-    assert acks[int(len(acks) * 0.99)] < 0.25, acks[-5:]
+    assert acks[len(acks) // 2] < 0.25 and acks[-1] < 3.0, acks[-5:]
     compact = cid.replace("-", "")
     got = healthy.ids()
     assert [i for i in got if compact in i] == [f"evt_{compact}_{n}" for n in range(1, 64)]
