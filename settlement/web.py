@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import logs, views
+from . import compat, logs, views
 from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
@@ -225,12 +225,7 @@ def create_app(settings: Settings) -> web.Application:
             await drain(app)
             # Drop every transport without an Engine.IO CLOSE packet: clients see
             # the link go away (not a server "disconnect") and so reconnect.
-            for sock in list(sio.eio.sockets.values()):
-                try:
-                    await sock.close(wait=False, abort=True)
-                    await sock.queue.put(None)  # ends its writer, which closes the websocket
-                except Exception:
-                    log.warning("close_on_shutdown_failed")
+            await compat.close_all_sockets(sio)
             os.kill(os.getpid(), signal.SIGINT)  # aiohttp's own graceful exit
 
         def on_sigterm() -> None:
