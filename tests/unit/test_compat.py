@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +334,49 @@ def test_the_escape_hatch_warns_instead(caplog: pytest.LogCaptureFixture) -> Non
     assert "python-socketio 5.19.0 is installed" in caplog.text
     with pytest.raises(pins.UnpinnedLibrary):  # only exactly "1" opens it
         pins.check_versions(installed, environ={"SETTLEMENT_ALLOW_UNPINNED": "yes"})
+
+
+# app.py as a user runs it, with importlib.metadata reporting another aiohttp.
+_FAKE_AIOHTTP = """
+import importlib.metadata as md, runpy, sys
+real = md.version
+md.version = lambda name: "3.99.0" if name == "aiohttp" else real(name)
+sys.argv = ["app.py", *sys.argv[1:]]
+runpy.run_path("app.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("allow", [False, True], ids=["refused", "allowed"])
+def test_app_refuses_to_start_on_an_unpinned_library(allow: bool, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != pins.ALLOW_UNPINNED}
+    env["SETTLEMENT_KEY_DIR"] = str(tmp_path)
+    if allow:
+        env[pins.ALLOW_UNPINNED] = "1"
+    stderr = tmp_path / "stderr.txt"
+    args = ["--host", "127.0.0.1", "--port", "0", "--database", f"sqlite:///{tmp_path}/s.db"]
+    with open(stderr, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FAKE_AIOHTTP, *args], cwd=ROOT, env=env, stderr=err_file
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if "settlement listening on" in stderr.read_text():
+                break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(30)
+    err = stderr.read_text()
+    assert "aiohttp 3.99.0 is installed, but settlement needs exactly aiohttp==3.14.5" in err
+    if allow:
+        assert "starting with unpinned libraries" in err
+        assert "settlement listening on" in err
+    else:
+        assert proc.returncode == 3
+        assert err.startswith("settlement: refusing to start.")
+        assert "listening" not in err
 
 
 # -- the fence: nothing outside compat/ uses library internals -----------------
