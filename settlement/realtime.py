@@ -19,9 +19,10 @@ import structlog
 
 from . import compat, views
 from .config import Settings
+from .negotiation import Refusal
 from .rooms import Session, TokenBucket
 from .service import Service
-from .shapes import Ack
+from .shapes import Ack, error_ack, refusal
 
 NAMESPACE = "/settlement"
 MAX_QUEUED_PACKETS = 500
@@ -53,13 +54,7 @@ class SettlementServer(compat.DispatchServer):
     max_queued_packets = MAX_QUEUED_PACKETS
 
     def undecodable_ack(self) -> Ack:
-        return {
-            "ok": False,
-            "error": {
-                "code": "bad_request",
-                "message": "The frame is not a Socket.IO event of [name, payload].",
-            },
-        }
+        return error_ack(refusal("undecodable"))
 
     async def dispatch(self, sid: str, data: list[Any]) -> Ack | None:
         session = self.service.registry.sessions.get(sid)
@@ -69,26 +64,14 @@ class SettlementServer(compat.DispatchServer):
         if not isinstance(event, str) or event in compat.RESERVED_EVENTS:
             name = event if isinstance(event, str) else "?"
             log.warning("reserved_event_refused", sid=sid, event_name=str(name)[:40])
-            return {
-                "ok": False,
-                "error": {
-                    "code": "bad_request",
-                    "message": f"{str(name)[:40]!r} is not a command.",
-                },
-            }
+            return error_ack(Refusal("bad_request", f"{str(name)[:40]!r} is not a command."))
         args = data[1:]
         if len(args) > 1:
             payload: Any = args  # more than one argument: not an object payload
         else:
             payload = args[0] if args else None
         if self.service.draining:
-            return {
-                "ok": False,
-                "error": {
-                    "code": "unavailable",
-                    "message": "The server is restarting; retry with the same request_id.",
-                },
-            }
+            return error_ack(refusal("draining"))
         if not session.bucket.take():
             # Checked on arrival, before the socket's queue: "before everything else".
             return await self.service.rate_limited(session, event, payload)
