@@ -28,7 +28,7 @@ from babel.dates import format_datetime
 from babel.numbers import get_currency_name, parse_pattern
 from iso4217 import Currency
 
-from settlement import appkeys
+from settlement import appkeys, timeline
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -162,6 +162,8 @@ def view_model(state: dict, events: list[dict], party: str | None, locale: str) 
         "controls_key": f"{audience}:{'settled' if settled else 'open'}",
         "final": _final(state, events, money, locale) if settled else None,
         "history": [_history_line(e, money, locale) for e in events],
+        # The negotiation as a picture, for a seated party only (settlement/timeline.py).
+        "timeline": timeline.for_party(events, party, money, lambda at: format_time(at, locale)),
     }
 
 
