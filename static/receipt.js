@@ -11,8 +11,9 @@
   if (!connId || !holder) return
 
   // Every seat token this browser holds for the connection, from the negotiation
-  // page's storage entries (`settlement.*` keys naming the id, whose JSON value holds
-  // a `token`, or an object of such values, e.g. one per party).
+  // page's storage entries: keys starting `settlement` and naming the id (version 1's
+  // `settlement.seat.<ID>` in sessionStorage, 1.1's `settlement:seat:<ID>:<party>` in
+  // localStorage), whose JSON value holds a `token` (or an object of such values).
   function seatTokens () {
     const tokens = []
     const collect = (value, depth) => {
@@ -26,7 +27,7 @@
       if (!store) continue
       for (let i = 0; i < store.length; i++) {
         const key = store.key(i)
-        if (!key || !key.startsWith('settlement.') || !key.toUpperCase().includes(connId)) continue
+        if (!key || !key.startsWith('settlement') || !key.toUpperCase().includes(connId)) continue
         try { collect(JSON.parse(store.getItem(key) || 'null'), 0) } catch (e) { /* not ours */ }
       }
     }

@@ -151,7 +151,7 @@
     if (!isStr(text) || !B64.test(text)) return null
     return Uint8Array.from(atob(text), (c) => c.charCodeAt(0))
   }
-  const groups = (keyId) => keyId.match(/.{1,4}/g).join('-')
+  const groups = (keyId) => (keyId.match(/.{1,4}/g) || []).join('-')
   async function sha256Hex (bytes) { return hex(await crypto.subtle.digest('SHA-256', bytes)) }
   async function fingerprintOf (raw) { return groups((await sha256Hex(raw)).slice(0, 16)) }
 
@@ -402,7 +402,7 @@
     await step('server', async (check) => {
       if (!keys) { check.state = 'skipped'; check.detail = "not checked: the server's keys (/api/keys) could not be fetched"; return null }
       const fault = await checkServerSignature(receipt, keys)
-      if (!fault) check.detail = `signed with key ${receipt.signature.key_id}, one of this server's keys`
+      if (!fault) check.detail = `signed with key ${groups(receipt.signature.key_id)}, one of this server's keys`
       return fault
     })
     await step('parties', async (check) => {

@@ -94,6 +94,8 @@ def test_timeline_steps_bars_and_notes() -> None:
     assert tl["waiting"] and not tl["settled"]
     accepted = {"type": "accepted", "party": "B", "amount": "300.00", "version": 3, "at": "t6"}
     tl = timeline.timeline([*events, accepted], money, when)
-    assert tl["settled"] and tl["steps"][-1]["text"] == "Party B accepted version 3: $300.00. Settled."
+    assert (
+        tl["settled"] and tl["steps"][-1]["text"] == "Party B accepted version 3: $300.00. Settled."
+    )
     assert timeline.for_party(events, None, money, when) is None  # a visitor sees no amounts
     assert timeline.for_party(events, "B", money, when) is not None
