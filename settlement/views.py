@@ -28,7 +28,7 @@ from babel.dates import format_datetime
 from babel.numbers import get_currency_name, parse_pattern
 from iso4217 import Currency
 
-from settlement import appkeys, timeline
+from settlement import appkeys
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -123,7 +123,22 @@ def render_fragments(state: dict, events: list[dict], party: str | None, locale:
     """
     context = view_model(state, events, party, locale)
     context["oob"] = True
+    context["timeline"] = _timeline(state, events, party, locale)
     return _ENV.get_template("fragments/all.html").render(context)
+
+
+def _timeline(state: dict, events: list[dict], party: str | None, locale: str) -> Any:
+    """The negotiation as a picture (settlement/timeline.py), for a seated party only; the
+    page itself is rendered for nobody, so it has none until the seat's fragments come."""
+    from settlement import timeline
+
+    currency = str(state.get("currency") or "USD")
+    return timeline.for_party(
+        events,
+        party,
+        lambda amount: format_amount(str(amount), currency, locale),
+        lambda at: format_time(at, locale),
+    )
 
 
 def view_model(state: dict, events: list[dict], party: str | None, locale: str) -> dict[str, Any]:
@@ -162,8 +177,6 @@ def view_model(state: dict, events: list[dict], party: str | None, locale: str) 
         "controls_key": f"{audience}:{'settled' if settled else 'open'}",
         "final": _final(state, events, money, locale) if settled else None,
         "history": [_history_line(e, money, locale) for e in events],
-        # The negotiation as a picture, for a seated party only (settlement/timeline.py).
-        "timeline": timeline.for_party(events, party, money, lambda at: format_time(at, locale)),
     }
 
 
