@@ -399,3 +399,38 @@ def test_js_canonical_json_matches_the_ledger(server, open_page: OpenPage) -> No
         json.dumps(event, ensure_ascii=False),
     )
     assert got_hash == event["hash"]
+
+
+def test_verifier_says_what_it_could_not_check(server, open_page: OpenPage, tmp_path: Path) -> None:
+    """No keys from the server (the request fails), or no Ed25519 in this browser's
+    WebCrypto (simulated): the chain and fields are still checked, and the page says
+    which signatures it could not check instead of calling the receipt valid."""
+    signer = Signer.from_pem(
+        (server.folder / "settlement.db.keys" / "receipt-signing.pem").read_bytes()
+    )
+    receipt = signed_receipt(signer, Ed25519PrivateKey.generate(), None)
+
+    offline = open_page("no keys")
+    offline.route("**/api/keys", lambda route: route.abort())
+    open_page.allow("ERR_FAILED")  # type: ignore[attr-defined] - the refused /api/keys
+    offline.goto(server.url + "/verify")
+    expect(offline.locator("#keys-note")).to_contain_text("could not be fetched")
+    verify_file(offline, tmp_path, "signed.json", receipt)
+    expect(offline.locator("#verdict-line")).to_contain_text("not every signature could be checked")
+    expect(offline.locator(".check-skipped .check-name")).to_have_text("Server's signature")
+    expect(offline.locator(".check-pass")).to_have_count(4)  # party signatures still checked
+
+    old = open_page("no Ed25519")
+    old.add_init_script(
+        """{ const real = crypto.subtle.importKey.bind(crypto.subtle)
+             crypto.subtle.importKey = (format, data, alg, ...rest) =>
+               (alg && alg.name === 'Ed25519') ? Promise.reject(new DOMException('no', 'NotSupportedError'))
+                 : real(format, data, alg, ...rest) }"""
+    )
+    old.goto(server.url + "/verify")
+    verify_file(old, tmp_path, "signed.json", receipt)
+    expect(old.locator("#verdict-line")).to_contain_text("not every signature could be checked")
+    expect(old.locator("#verdict-fault")).to_contain_text("cannot check Ed25519 signatures")
+    expect(old.locator(".check-skipped")).to_have_count(2)
+    expect(old.locator(".check-pass")).to_have_count(3)
+    assert violations(old) == []
