@@ -17,6 +17,7 @@ from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
 from .ids import TokenMint
+from .nodes import LocalNode, NodesFactory
 from .realtime import SioPublisher, build_server, client_address
 from .rooms import GuessLimiter
 from .service import Service
@@ -147,23 +148,24 @@ def create_app(settings: Settings) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = open_store(settings.database_url, pool_size=settings.db_pool_size)
         await store.open()
-        cluster = Cluster(settings.redis_url) if settings.redis_url else None
+        redis_url = settings.redis_url
+        nodes: NodesFactory = LocalNode
+        if redis_url:
+            nodes = lambda events: Cluster(redis_url, events)  # noqa: E731
         service = Service(
             store,
             SioPublisher(sio),
             Signer.load_or_create(Path(keys) / "receipt-signing.pem"),
             TokenMint.load_or_create(Path(keys) / "seat-token.secret"),
             max_amount=settings.max_amount,
-            cluster=cluster,
+            nodes=nodes,
             guesses=GuessLimiter(settings.guess_burst, settings.guess_rate),
         )
         sio.service = service
         app[SERVICE] = service
-        if cluster is not None:
-            await cluster.start()
+        await service.nodes.start()
         yield
-        if cluster is not None:
-            await cluster.close()
+        await service.nodes.close()
         await store.close()
 
     async def drain(app: web.Application) -> None:

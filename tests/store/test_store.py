@@ -25,6 +25,7 @@ from settlement.store import (
     Unavailable,
     open_store,
 )
+from settlement.store.memory import MemoryData, MemoryStore
 from settlement.store.postgres import MIGRATIONS, PostgresStore, SchemaTooNew, migrate
 
 # -- helpers ------------------------------------------------------------------
@@ -84,9 +85,14 @@ class Stores:
         self.kind = kind
         self.url = url
         self.open_ones: list[Store] = []
+        self.memory = MemoryData()
 
     async def open(self, **kwargs: Any) -> Store:
-        store = open_store(self.url, **kwargs)
+        store: Store
+        if self.kind == "memory":  # one MemoryData per test: "the database"
+            store = MemoryStore(self.memory)
+        else:
+            store = open_store(self.url, **kwargs)
         await store.open()
         self.open_ones.append(store)
         return store
@@ -100,9 +106,12 @@ class Stores:
             await self.close(self.open_ones[-1])
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    if request.param == "sqlite":
+    # `memory` is the in-process test seam (tests/pipeline): it keeps the same contract.
+    if request.param == "memory":
+        url = "memory:"
+    elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'settlement.db'}"
     else:
         url = request.getfixturevalue("pg_database")
