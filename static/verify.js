@@ -310,48 +310,65 @@
     return null
   }
 
-  // Party signatures (1.1): each proposed/disputed/accepted statement is checked against
-  // the key of its party's seat as it was then (its last created/joined event before).
-  async function checkPartySignatures (r, statements) {
-    const events = r.events
-    for (const e of events) {
-      if ((e.type === 'created' || e.type === 'joined') && e.public_key != null) {
-        const raw = b64(e.public_key)
-        if (!raw || raw.length !== 32) return `${label(e)}: 'public_key' is not base64 of a 32-byte Ed25519 key`
-      }
+  // Party signatures (1.1), as settlement/consent.py's `party_signatures` checks them, in
+  // one pass: each proposed/disputed/accepted statement against the key of its party's
+  // seat as it was then (the last created/joined of that party before it); an answer's
+  // statement names the offer current when it was given (the last proposed before it).
+  const KEY_B64 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/ // canonical base64 of 32 bytes
+  const SIG_B64 = /^[A-Za-z0-9+/]{85}[AQgw]==$/ // and of 64 bytes
+  const exact = (value, re) => (isStr(value) && re.test(value) ? b64(value) : null)
+  const STATEMENT_TYPES = ['proposed', 'disputed', 'accepted']
+
+  function statementOf (e, currency, offer) {
+    if (e.type === 'proposed') {
+      return { type: 'proposed', connection_id: e.connection_id, currency, amount: e.amount, version: e.version }
     }
-    for (let i = 0; i < events.length; i++) {
-      const e = events[i]
-      if (!['proposed', 'disputed', 'accepted'].includes(e.type)) continue
-      let seat = null
-      for (let j = i - 1; j >= 0; j--) {
-        if (events[j].party === e.party && (events[j].type === 'created' || events[j].type === 'joined')) { seat = events[j]; break }
+    if (!offer) return null
+    const statement = { type: e.type, connection_id: e.connection_id, currency, amount: offer.amount, version: offer.version, offer_hash: offer.hash }
+    if (e.type === 'disputed') statement.reason = has(e, 'reason') ? e.reason : null
+    return statement
+  }
+
+  async function verifies (keyText, signature, statement) {
+    const raw = exact(keyText, KEY_B64)
+    const sig = exact(signature, SIG_B64)
+    if (!raw || !sig) return false
+    const key = await importOrUnsupported(raw)
+    if (!key) return false
+    let bytes
+    try { bytes = utf8(STATEMENT_PREFIX + canonical(statement)) } catch (err) {
+      if (err instanceof CanonicalError) return false
+      throw err
+    }
+    return ed25519Verify(key, sig, bytes)
+  }
+
+  async function checkPartySignatures (r, statements) {
+    const keys = new Map([['A', null], ['B', null]])
+    let currency = ''
+    let offer = null
+    for (const e of r.events) {
+      if (e.type === 'created' || e.type === 'joined') {
+        const key = has(e, 'public_key') ? e.public_key : null
+        if (key !== null && !exact(key, KEY_B64)) return `${label(e)}: public_key is not base64 of an Ed25519 key`
+        keys.set(e.party, key)
+        if (e.type === 'created') currency = e.currency
+        continue
       }
-      const keyText = seat ? seat.public_key : null
+      if (!STATEMENT_TYPES.includes(e.type)) continue
+      const key = keys.get(e.party) ?? null
+      const signature = has(e, 'signature') ? e.signature : null
+      const statement = statementOf(e, currency, offer)
+      if (e.type === 'proposed') offer = e
+      const keyId = key === null ? null : (await sha256Hex(b64(key))).slice(0, 16)
       const what = e.type === 'proposed' ? `Party ${e.party}'s offer, version ${e.version}`
         : `Party ${e.party}'s ${e.type === 'accepted' ? 'acceptance' : 'dispute'} of version ${e.version}`
-      const signature = has(e, 'signature') ? e.signature : null
-      if (signature === null) { statements.push({ what, signed: false }); continue }
-      if (!isStr(signature)) return `${label(e)}: 'signature' is not a base64 string`
-      if (keyText == null) return `${label(e)} carries a signature, but Party ${e.party}'s seat had no key`
-      const raw = b64(keyText)
-      const sig = b64(signature)
-      if (!sig || sig.length !== 64) return `${label(e)}: 'signature' is not base64 of a 64-byte Ed25519 signature`
-      let statement
-      if (e.type === 'proposed') {
-        statement = { type: 'proposed', connection_id: r.connection_id, currency: r.currency, amount: e.amount, version: e.version }
-      } else {
-        let offer = null
-        for (let j = i - 1; j >= 0; j--) if (events[j].type === 'proposed') { offer = events[j]; break }
-        if (!offer || offer.version !== e.version) return `${label(e)} answers version ${e.version}, which is not the offer before it`
-        statement = { type: e.type, connection_id: r.connection_id, currency: r.currency, amount: offer.amount, version: offer.version, offer_hash: offer.hash }
-        if (e.type === 'disputed') statement.reason = has(e, 'reason') ? e.reason : null
+      statements.push({ what, signed: signature !== null, fingerprint: keyId && groups(keyId) })
+      if (signature === null) continue
+      if (key === null) return `${label(e)} is signed, but Party ${e.party}'s seat had no key`
+      if (!statement || !(await verifies(key, signature, statement))) {
+        return `${label(e)}: Party ${e.party}'s signature does not verify with key ${keyId} (the statement was altered or not signed by that seat)`
       }
-      const key = await importOrUnsupported(raw)
-      const fingerprint = await fingerprintOf(raw)
-      const ok = key && await ed25519Verify(key, sig, utf8(STATEMENT_PREFIX + canonical(statement)))
-      if (!ok) return `${label(e)}: Party ${e.party}'s signature does not verify with the key of its seat (${fingerprint})`
-      statements.push({ what, signed: true, fingerprint })
     }
     return null
   }
@@ -363,8 +380,8 @@
       { id: 'json', name: 'The file is a receipt (one JSON object with the receipt fields)' },
       { id: 'chain', name: 'Hash chain intact' },
       { id: 'fields', name: 'Fields agree with the events' },
-      { id: 'server', name: "Server's signature" },
-      { id: 'parties', name: 'Party signatures' }
+      { id: 'parties', name: 'Party signatures' },
+      { id: 'server', name: "Server's signature" }
     ]
     const result = { checks, fault: null, statements: [], receipt: null, unsupported: false }
     const step = async (id, run) => {
@@ -399,12 +416,6 @@
       if (!fault) check.detail = `${receipt.amount} ${receipt.currency}, version ${receipt.version}, receipt ID ${receipt.receipt_id.slice(0, 12)}…`
       return fault
     })
-    await step('server', async (check) => {
-      if (!keys) { check.state = 'skipped'; check.detail = "not checked: the server's keys (/api/keys) could not be fetched"; return null }
-      const fault = await checkServerSignature(receipt, keys)
-      if (!fault) check.detail = `signed with key ${groups(receipt.signature.key_id)}, one of this server's keys`
-      return fault
-    })
     await step('parties', async (check) => {
       const fault = await checkPartySignatures(receipt, result.statements)
       if (!fault) {
@@ -412,6 +423,12 @@
         check.detail = signed ? `${signed} of ${result.statements.length} statements signed by the parties, every signature valid`
           : 'no statement is signed by a party (a version 1 receipt, or parties without keys)'
       }
+      return fault
+    })
+    await step('server', async (check) => {
+      if (!keys) { check.state = 'skipped'; check.detail = "not checked: the server's keys (/api/keys) could not be fetched"; return null }
+      const fault = await checkServerSignature(receipt, keys)
+      if (!fault) check.detail = `signed with key ${groups(receipt.signature.key_id)}, one of this server's keys`
       return fault
     })
     return result

@@ -7,7 +7,9 @@ hand with real Ed25519 keys and signed with the test server's own key).
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import re
 import urllib.error
@@ -22,7 +24,7 @@ from playwright.sync_api import Page, Request, expect
 
 from settlement import ledger
 from settlement.signing import Signer
-from tests.signed_receipts import reseal, signed_receipt, statement_signature
+from tests.signed_receipts import key_id, reseal, signed_receipt, statement_signature
 
 from .axe_check import violations
 from .helpers import create, join, offer_shown, propose
@@ -76,6 +78,34 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def consent_of(receipt: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """What the receipt page must say of each party: the fingerprint of its seat's key at
+    its deciding statement (A's agreed offer, B's acceptance) and whether it is signed."""
+    events = receipt["events"]
+    keys, signed = [], []
+    for party, kind, what in (
+        ("A", "proposed", "the agreed offer"),
+        ("B", "accepted", "the acceptance"),
+    ):
+        at = max(i for i, e in enumerate(events) if e["type"] == kind)
+        seat = [
+            e for e in events[:at] if e["party"] == party and e["type"] in ("created", "joined")
+        ]
+        key = seat[-1].get("public_key") if seat else None
+        if key:
+            kid = hashlib.sha256(base64.b64decode(key)).hexdigest()[:16]
+            keys.append("-".join(kid[i : i + 4] for i in range(0, 16, 4)))
+        else:
+            keys.append("no key")
+        event = events[at]
+        signed.append(
+            f"Signed {what} (version {event['version']})"
+            if event.get("signature")
+            else "Not signed"
+        )
+    return keys, signed
+
+
 def download_json(page: Page, name: str) -> dict[str, Any]:
     with page.expect_download() as info:
         page.get_by_role("button", name="Download receipt (JSON, for machines)", exact=True).click()
@@ -112,8 +142,10 @@ def test_receipt_page_for_parties_and_timeline(server, open_page: OpenPage) -> N
     expect(page).to_contain_text("Exactly 425.00 USD (US Dollar)")
     expect(page.locator(".short-id")).to_have_text(f"{short[:4]}-{short[4:8]}-{short[8:]}")
     expect(page.locator(".receipt-id")).to_have_text(receipt["receipt_id"])
-    expect(page.locator(".no-key")).to_have_count(2)
-    expect(page.locator(".party-signed.not-signed")).to_have_text(["Not signed", "Not signed"])
+    # Today's pages hold no party keys ("no key", "Not signed"); signing pages (1.1) do.
+    keys, signed = consent_of(receipt)
+    expect(page.locator(".party-key")).to_have_text([f"Key: {k}" for k in keys])
+    expect(page.locator(".party-signed")).to_have_text(signed)
     expect(page.locator("time").first).to_contain_text("UTC")
     expect(page.locator("ol.timeline > li")).to_have_count(5)
     expect(page.locator("ol.timeline q.reason")).to_have_text(REASON)
@@ -233,7 +265,8 @@ def test_verifier_checks_a_genuine_receipt_and_refuses_tampered_ones(
     )
     expect(v.locator(".check-pass")).to_have_count(5)
     expect(v.locator("#verdict-h")).to_be_focused()
-    expect(v.locator("#statements")).to_contain_text("Party A's offer, version 1: not signed")
+    expect(v.locator("#statements li")).to_have_count(5)
+    expect(v.locator("#statements li").first).to_contain_text("Party A's offer, version 1: ")
     assert violations(v) == []
     for width in (375, 1280):
         v.set_viewport_size({"width": width, "height": 900})
@@ -336,8 +369,9 @@ def test_verifier_checks_party_signatures(server, open_page: OpenPage, tmp_path:
     bad = signer.sign_receipt(ledger.build_receipt(reseal(events)))
     assert ledger.verify_receipt(bad, {signer.key_id: signer.public_key_raw}) is None
     verify_file(v, tmp_path, "bad-party-signature.json", bad)
-    expect(v.locator("#verdict-fault")).to_contain_text(
-        "First fault: event seq 6 (accepted): Party B's signature does not verify with the key of its seat"
+    expect(v.locator("#verdict-fault")).to_have_text(
+        f"First fault: event seq 6 (accepted): Party B's signature does not verify with key "
+        f"{key_id(key_b)} (the statement was altered or not signed by that seat)."
     )
 
     # A signature from a seat that had no key.
@@ -346,7 +380,7 @@ def test_verifier_checks_party_signatures(server, open_page: OpenPage, tmp_path:
     no_key = signer.sign_receipt(ledger.build_receipt(reseal(events)))
     verify_file(v, tmp_path, "no-key.json", no_key)
     expect(v.locator("#verdict-fault")).to_contain_text(
-        "event seq 3 (proposed) carries a signature, but Party A's seat had no key"
+        "First fault: event seq 3 (proposed) is signed, but Party A's seat had no key"
     )
     assert all(r.method == "GET" and not r.post_data for r in seen)
 
