@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import compat, logs, views
+from . import compat, logs, receipt_view, views
 from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
@@ -247,4 +247,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/connections/{connection_id}/receipt", receipt_route)
     app.router.add_get("/api/keys", keys_route)
     views.setup(app)
+    receipt_view.setup(app)  # /c/{id}/receipt, /verify
     return app
