@@ -10,13 +10,13 @@ with, making it first if there is none yet (as the server would on start).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import logs, webhooks
 from .config import Settings
@@ -91,7 +91,8 @@ def run_webhook_secret(key_dir: str | None, database: str | None) -> int:
     return EXIT_OK
 
 
-def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: Any) -> None:
+    """Add the two subcommands to `python -m settlement`'s subparsers (`add_subparsers()`)."""
     listing = commands.add_parser(
         "webhooks", help="list webhook messages waiting or abandoned; --redeliver one connection"
     )
