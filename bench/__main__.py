@@ -136,6 +136,7 @@ class Bench:
                     "t1": t1,
                     "interval": interval,
                     "latency": rate is not None,
+                    "sign": a.sign,
                 }
             )
         for conn, msg in zip(self.workers.conns, msgs, strict=True):
@@ -347,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --profile: py-spy the ceiling too (profile-ceiling.txt), for bench.compare",
     )
     p.add_argument("--server-arg", action="append", default=[], help="extra app.py argument")
+    p.add_argument(
+        "--sign",
+        action="store_true",
+        help="protocol 1.1: every seat has a key and every propose/respond is signed",
+    )
     p.add_argument("--skip", default="", help="phases to leave out: latency,scale")
     p.add_argument("--update-docs-plot", action="store_true", help="copy the small plot to docs/")
     args = p.parse_args(argv)

@@ -17,7 +17,8 @@ import re
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .ledger import canonical_json
 
@@ -213,3 +214,18 @@ def missing_consent(events: list[dict[str, Any]], found: list[dict[str, Any]]) -
             what = "agreed offer" if event["type"] == "proposed" else "acceptance"
             return f"{_label(event)}: the {what} is not signed by Party {event['party']}"
     return None
+
+
+class PartyKey:
+    """A party's Ed25519 key and its base64 public key (for bots and the benchmark)."""
+
+    def __init__(self, private: Ed25519PrivateKey | None = None) -> None:
+        self.private = private or Ed25519PrivateKey.generate()
+        raw = self.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.public_key = base64.b64encode(raw).decode("ascii")
+        self.key_id = hashlib.sha256(raw).hexdigest()[:16]
+
+    def sign(self, statement: dict[str, Any]) -> str:
+        return base64.b64encode(self.private.sign(statement_bytes(statement))).decode("ascii")
