@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import consent, money
 
 NAMESPACE = "/settlement"
+STALE_PROPOSE_RETRIES = 64  # other tabs of the seat proposing at the same time
 
 
 class CommandError(Exception):
@@ -223,20 +224,30 @@ class SettlementClient:
         """Propose `amount`; a signing client names and signs the version it creates.
 
         If another tab of the seat proposed meanwhile (`stale_offer`), it signs
-        the next version once more: a proposal does not answer anything.
+        the next version again: a proposal does not answer anything.
         """
-        if self.key is None:
+        if not self._signs():
             return self._noted(await self._ok("propose", {"amount": amount}))
         state = self.last_state or {}
-        for attempt in range(2):
+        for attempt in range(STALE_PROPOSE_RETRIES + 1):
             payload = self._signed_proposal(amount, state)
             ack = await self.call("propose", payload)
             if ack.get("ok"):
                 return self._noted(ack)
-            if attempt or ack["error"]["code"] != "stale_offer" or "state" not in ack:
+            stale = ack["error"]["code"] == "stale_offer" and "state" in ack
+            if not stale or attempt == STALE_PROPOSE_RETRIES:
                 raise CommandError(ack)
             state = ack["state"]
         raise AssertionError("unreachable")
+
+    def _signs(self) -> bool:
+        """Sign unless there is no key, or the seat was taken without one (resumed)."""
+        if self.key is None:
+            return False
+        state, party = self.last_state, self.party
+        if state is None or party is None:
+            return True
+        return state["parties"][party].get("key_id") is not None
 
     def _signed_proposal(self, amount: str, state: dict[str, Any]) -> dict[str, Any]:
         offer = state.get("offer")
@@ -259,7 +270,7 @@ class SettlementClient:
         payload: dict[str, Any] = {"decision": decision, "version": version}
         if reason is not None:
             payload["reason"] = reason
-        if self.key is not None:
+        if self._signs():
             offer = await self._offer(version)
             if offer is not None and self.last_state is not None:
                 statement = consent.respond_statement(
