@@ -270,7 +270,8 @@ def _check_signature(
     if signature is None:
         return Refusal(
             "signature_required",
-            f"Party {actor}'s seat has a key, so this command must carry its signature.",
+            f"Party {actor}'s seat has a key, so this command must carry its signature. "
+            "If the key was lost (browser storage cleared), leave and join again for a new one.",
         )
     if not consent.verifies(key, signature, statement):
         return Refusal(

@@ -263,3 +263,39 @@ def test_a_browser_without_ed25519_goes_unsigned(
     assert verify(path).returncode == 0
     result = verify(path, "--require-consent")
     assert result.returncode == 1 and "(accepted)" in result.stdout, result.stdout
+
+
+def test_cleared_storage_loses_the_key_and_a_rejoin_makes_a_new_one(
+    server, open_page: OpenPage, tmp_path: Path
+) -> None:
+    a = open_page("A")
+    b = open_page("B")
+    cid = create(a, server.url, "A", "USD")
+    join(b, server.url, cid)
+    first, _ = fingerprints(a)
+    # The browser's site data is cleared (IndexedDB only: the seat token stays).
+    a.evaluate(
+        """() => new Promise((resolve) => {
+          const r = indexedDB.deleteDatabase('settlement-consent')
+          r.onsuccess = r.onerror = r.onblocked = () => resolve()
+        })"""
+    )
+    a.reload()
+    expect(a.locator("#consent-keys .consent-me")).to_contain_text("this browser does not hold it")
+    propose(a, "10")
+    expect(a.locator("#controls")).to_contain_text("leave and join again")
+    expect(b.locator("#status")).not_to_contain_text("Party A offers")
+    a.get_by_role("button", name="Leave", exact=True).click()
+    a.wait_for_url(lambda url: "left=" in url)
+    join(a, server.url, cid, party="A")
+    second, _ = fingerprints(a)
+    assert second != first
+    expect(b.locator("#consent-keys .consent-other")).to_contain_text(second)
+    propose(a, "10")
+    offer_shown(b, "$10.00")
+    b.wait_for_timeout(1100)
+    b.get_by_role("button", name="Accept", exact=True).click()
+    expect(b.locator("#consent-final")).to_contain_text("Both statements are signed")
+    result = verify(download_receipt(b, tmp_path), "--require-consent")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"key_id {second.replace('-', '')}" in result.stdout
