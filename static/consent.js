@@ -72,7 +72,7 @@
   const b64 = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)))
   const unb64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0))
   const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('')
-  const spoken = (keyId) => (keyId || '').match(/.{1,4}/g).join('-')
+  const spoken = (keyId) => ((keyId || '').match(/.{1,4}/g) || []).join('-')
   async function keyIdOf (publicKey) {
     return hex(await crypto.subtle.digest('SHA-256', unb64(publicKey))).slice(0, 16)
   }
@@ -140,12 +140,13 @@
   const emit = (event, payload) => new Promise((resolve, reject) => {
     page.socket.timeout(8000).emit(event, payload, (err, ack) => (err ? reject(err) : resolve(ack)))
   })
+  const lastSeq = () => (page.events.length ? page.events[page.events.length - 1].seq : 0)
   async function history () {
     for (;;) {
-      const last = page.events.length ? page.events[page.events.length - 1].seq : 0
-      const ack = await emit('history', { after_seq: last })
+      const ack = await emit('history', { after_seq: lastSeq() })
       if (!ack || !ack.ok) return page.events
-      page.events.push(...ack.events.filter((e) => e.seq > last))
+      // Two reads may overlap (a redraw and a command): keep each event once, in order.
+      for (const e of ack.events) if (e.seq === lastSeq() + 1) page.events.push(e)
       if (!ack.more || !ack.events.length) return page.events
     }
   }
