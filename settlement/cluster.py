@@ -31,6 +31,8 @@ import redis.asyncio as aioredis
 import socketio
 import structlog
 
+from .nodes import NodeEvents
+
 log = structlog.get_logger("settlement.cluster")
 
 PREFIX = "settlement:"
@@ -44,8 +46,11 @@ TIMEOUT = 0.5
 
 
 class Cluster:
-    def __init__(self, url: str) -> None:
+    """The `nodes.Nodes` of several processes; what they report goes to `events`."""
+
+    def __init__(self, url: str, events: NodeEvents) -> None:
         self.url = url
+        self.events = events
         self.node = secrets.token_hex(6)
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, decode_responses=True
@@ -55,10 +60,6 @@ class Cluster:
         self._local: dict[tuple[str, str], int] = {}  # (cid, party) -> local sockets
         self._last_presence: dict[str, dict[str, bool]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.on_changed: Callable[[str, int], Awaitable[None]] | None = None
-        self.on_unseat: Callable[[str, str], Awaitable[None]] | None = None
-        self.on_presence_lost: Callable[[str], Awaitable[None]] | None = None
-        self.on_recovered: Callable[[], Awaitable[None]] | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -179,10 +180,10 @@ class Cluster:
         if msg.get("node") == self.node:
             return
         try:
-            if msg["t"] == "changed" and self.on_changed:
-                await self.on_changed(msg["cid"], int(msg["seq"]))
-            elif msg["t"] == "unseat" and self.on_unseat:
-                await self.on_unseat(msg["cid"], msg["party"])
+            if msg["t"] == "changed":
+                await self.events.changed(msg["cid"], int(msg["seq"]))
+            elif msg["t"] == "unseat":
+                await self.events.unseat(msg["cid"], msg["party"])
         except Exception:
             log.exception("bus_message_failed", message_type=msg.get("t"))
 
@@ -205,12 +206,11 @@ class Cluster:
         self.healthy = True
         if not was_healthy:
             await self._reregister()
-            if self.on_recovered:
-                await self.on_recovered()
-                # Once more when every live node has had time to re-register
-                # (and its message-queue subscription to come back): presence
-                # and state then converge without relying on lost broadcasts.
-                self._tasks.append(asyncio.create_task(self._later(self.on_recovered)))
+            await self.events.recovered()
+            # Once more when every live node has had time to re-register
+            # (and its message-queue subscription to come back): presence
+            # and state then converge without relying on lost broadcasts.
+            self._tasks.append(asyncio.create_task(self._later(self.events.recovered)))
         for node in ordered:
             if node not in self.alive:
                 await self._reap(node)
@@ -259,8 +259,7 @@ class Cluster:
         log.warning("node_reaped", node=node, rooms=len(rooms))
         for cid in rooms:
             self._last_presence.pop(cid, None)
-            if self.on_presence_lost:
-                await self.on_presence_lost(cid)
+            await self.events.presence_lost(cid)
 
 
 class FastEmitManager(socketio.AsyncManager):  # type: ignore[misc]

@@ -23,6 +23,7 @@ from .cluster import LocalManager, RedisManager
 from .config import Settings
 from .rooms import Session, TokenBucket
 from .service import Service
+from .shapes import Ack
 from .transport import LeanEngineIOServer
 
 NAMESPACE = "/settlement"
@@ -132,7 +133,7 @@ class SettlementServer(socketio.AsyncServer):  # type: ignore[misc]
                 self.packet_class(socketio.packet.ACK, namespace=namespace, id=id, data=[ack]),
             )
 
-    async def _dispatch(self, sid: str, data: list[Any]) -> dict[str, Any] | None:
+    async def _dispatch(self, sid: str, data: list[Any]) -> Ack | None:
         session = self.service.registry.sessions.get(sid)
         if session is None or session.closed:
             return None

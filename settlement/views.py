@@ -113,6 +113,21 @@ async def negotiation_page(request: web.Request) -> web.Response:
     return _page(request, "negotiation.html", context)
 
 
+def unavailable_page(request: web.Request, retry_after: int) -> web.Response:
+    """503: the store is not answering. The page reloads itself (a meta refresh: no
+    script, so the CSP holds) every `retry_after` seconds until it can be shown."""
+    locale = negotiate_locale(request.headers.get("Accept-Language"))
+    context = {
+        "lang": _lang(locale),
+        "page": "unavailable",
+        "retry_after": retry_after,
+        "again_url": str(request.rel_url),
+    }
+    response = _page(request, "unavailable.html", context, status=503)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 # --------------------------------------------------------------------------- fragments
 
 

@@ -35,11 +35,20 @@
   // itself and resends `auth`, and the server then redraws the page in full.
   const notice = $('#conn-notice')
   const LOST = 'Connection lost. Reconnecting… What you see may be out of date.'
+  const UNAVAILABLE = 'The service is briefly unavailable. Trying again… What you see may be out of date.'
   let connected = false
+  let storeDown = false // the last connect was refused `unavailable`; a retry is due
+  let clearing = null
   const showNotice = (text) => { notice.textContent = text; notice.hidden = !text }
-  socket.on('connect', () => { connected = true; showNotice('') })
+  const storeBack = () => { clearTimeout(clearing); storeDown = false; showNotice('') }
+  socket.on('connect', () => {
+    connected = true
+    // After a refused connect, wait a moment for another refusal before saying all is well.
+    if (storeDown) clearing = setTimeout(storeBack, 1000)
+    else showNotice('')
+  })
   socket.on('disconnect', (reason) => {
-    showNotice(LOST)
+    if (!storeDown) showNotice(LOST)
     if (reason === 'io server disconnect') socket.connect()
   })
   socket.on('connect_error', () => {
@@ -57,12 +66,21 @@
   socket.on('html', (msg) => {
     if (!connId || !msg || typeof msg.html !== 'string' || msg.seq < lastSeq) return
     lastSeq = msg.seq
+    if (storeDown) storeBack()
     htmx.swap(body, msg.html, { swapStyle: 'none' })
     body.classList.remove('resuming')
     if (connId && $('#controls[data-audience="none"]')) forgetSeat(connId)
   })
   socket.on('error', (err) => {
     if (connId && err && err.code === 'bad_token') { forgetSeat(connId); location.reload() }
+    // The store was down when this socket connected, so it is neither seated nor
+    // following the room: say so, and connect again (auth and all) shortly.
+    if (err && err.code === 'unavailable') {
+      clearTimeout(clearing)
+      storeDown = true
+      showNotice(UNAVAILABLE)
+      setTimeout(() => { socket.disconnect(); socket.connect() }, 3000)
+    }
   })
 
   function describe(ack) {
@@ -140,7 +158,11 @@
       if (!mine) throw new Error('Only a seated party can download the receipt.')
       const response = await fetch('/api/connections/' + encodeURIComponent(connId) + '/receipt',
         { headers: { Authorization: 'Bearer ' + mine.token }, cache: 'no-store' })
-      if (!response.ok) throw new Error(`The server could not give the receipt (HTTP ${response.status}).`)
+      if (!response.ok) {
+        const body = await response.json().catch(() => null)
+        const said = body && body.error && body.error.message
+        throw new Error(said || `The server could not give the receipt (HTTP ${response.status}).`)
+      }
       const link = document.createElement('a')
       link.href = URL.createObjectURL(await response.blob())
       link.download = `receipt-${connId}.json`
