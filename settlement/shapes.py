@@ -104,6 +104,10 @@ MESSAGES: dict[str, Refusal] = {
             ),
         ),
         (
+            "undecodable",
+            Refusal("bad_request", "The frame is not a Socket.IO event of [name, payload]."),
+        ),
+        (
             "draining",
             Refusal("unavailable", "The server is restarting; retry with the same request_id."),
         ),

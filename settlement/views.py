@@ -138,7 +138,22 @@ def render_fragments(state: dict, events: list[dict], party: str | None, locale:
     """
     context = view_model(state, events, party, locale)
     context["oob"] = True
+    context["timeline"] = _timeline(state, events, party, locale)
     return _ENV.get_template("fragments/all.html").render(context)
+
+
+def _timeline(state: dict, events: list[dict], party: str | None, locale: str) -> Any:
+    """The negotiation as a picture (settlement/timeline.py), for a seated party only; the
+    page itself is rendered for nobody, so it has none until the seat's fragments come."""
+    from settlement import timeline
+
+    currency = str(state.get("currency") or "USD")
+    return timeline.for_party(
+        events,
+        party,
+        lambda amount: format_amount(str(amount), currency, locale),
+        lambda at: format_time(at, locale),
+    )
 
 
 def view_model(state: dict, events: list[dict], party: str | None, locale: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import logs, views
+from . import compat, logs, receipt_view, views
 from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
@@ -225,12 +225,7 @@ def create_app(settings: Settings) -> web.Application:
             await drain(app)
             # Drop every transport without an Engine.IO CLOSE packet: clients see
             # the link go away (not a server "disconnect") and so reconnect.
-            for sock in list(sio.eio.sockets.values()):
-                try:
-                    await sock.close(wait=False, abort=True)
-                    await sock.queue.put(None)  # ends its writer, which closes the websocket
-                except Exception:
-                    log.warning("close_on_shutdown_failed")
+            await compat.close_all_sockets(sio)
             os.kill(os.getpid(), signal.SIGINT)  # aiohttp's own graceful exit
 
         def on_sigterm() -> None:
@@ -252,4 +247,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/connections/{connection_id}/receipt", receipt_route)
     app.router.add_get("/api/keys", keys_route)
     views.setup(app)
+    receipt_view.setup(app)  # /c/{id}/receipt, /verify
     return app
