@@ -136,6 +136,7 @@ class Bench:
                     "t1": t1,
                     "interval": interval,
                     "latency": rate is not None,
+                    "sign": a.sign,
                 }
             )
         for conn, msg in zip(self.workers.conns, msgs, strict=True):
@@ -351,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         "--webhooks",
         action="store_true",
         help="run a webhook endpoint (bench.receiver) and give the service --webhook-url",
+    )
+    p.add_argument(
+        "--sign",
+        action="store_true",
+        help="protocol 1.1: every seat has a key and every propose/respond is signed",
     )
     p.add_argument("--skip", default="", help="phases to leave out: latency,scale")
     p.add_argument("--update-docs-plot", action="store_true", help="copy the small plot to docs/")

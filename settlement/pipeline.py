@@ -61,11 +61,11 @@ def now_iso() -> str:
 def to_command(p: Payload) -> negotiation.Command:
     f = p.fields
     if p.event == "join":
-        return negotiation.Join(f.get("party"))
+        return negotiation.Join(f.get("party"), f.get("public_key"))
     if p.event == "propose":
-        return negotiation.Propose(f["amount"])
+        return negotiation.Propose(f["amount"], f.get("version"), f.get("signature"))
     if p.event == "respond":
-        return negotiation.Respond(f["decision"], f["version"], f.get("reason"))
+        return negotiation.Respond(f["decision"], f["version"], f.get("reason"), f.get("signature"))
     return negotiation.Leave()
 
 
@@ -171,7 +171,8 @@ class Pipeline:
         party: Party = p.fields["party"]
         for _ in range(MAX_ATTEMPTS):
             cid = new_connection_id()
-            body = negotiation.decide_create(cid, negotiation.Create(party, currency), now_iso())
+            create = negotiation.Create(party, currency, p.fields.get("public_key"))
+            body = negotiation.decide_create(cid, create, now_iso())
             events = seal(ledger.GENESIS_HASH, body)
             room = CachedRoom(negotiation.fold(events), events, {"A": None, "B": None})
             token, nonce = self.mint.new()

@@ -27,6 +27,9 @@
   if (seat) Object.assign(auth, { connection_id: connId, token: seat.token })
   else if (connId) auth.connection_id = connId // no seat: follow the room live
   const socket = io('/settlement', { auth })
+  // [consent 1.1] static/consent.js signs this seat's commands (see docs/consent.md).
+  const consent = window.SettlementConsent
+  if (consent) consent.attach(socket, connId, () => (loadSeat(connId) || {}).party)
 
   // Connection notice: visible while the link is down; Socket.IO reconnects by
   // itself and resends `auth`, and the server then redraws the page in full.
@@ -135,13 +138,17 @@
     const payload = payloadOf(form, submitter)
     payload.request_id = requestId()
     form.setAttribute('aria-busy', 'true')
-    socket.timeout(15000).emit(command, payload, (timeout, ack) => {
+    // [consent 1.1] prepare() adds public_key / version / signature; kept(ack) stores
+    // or forgets the seat's key before the page moves on.
+    const signing = consent ? consent.prepare(command, payload) : Promise.resolve(null)
+    signing.then((kept) => socket.timeout(15000).emit(command, payload, async (timeout, ack) => {
       form.removeAttribute('aria-busy')
       if (timeout) return showError(form, 'The server did not answer in time. Check your connection and try again.')
       if (!ack || !ack.ok) return showError(form, describe(ack))
       showError(form, '')
+      if (kept) await kept(ack)
       if (after[command]) after[command](ack, form, payload)
-    })
+    }))
   })
 
   async function downloadReceipt () {
