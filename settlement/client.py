@@ -19,7 +19,7 @@ import base64
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import socketio
 from cryptography.hazmat.primitives import serialization
@@ -152,7 +152,7 @@ class SettlementClient:
                 while True:
                     for state in reversed(self.states):
                         if predicate(state):
-                            return state
+                            return cast(dict[str, Any], state)
                     await self._changed.wait()
 
         return await asyncio.wait_for(check(), timeout)
@@ -290,7 +290,7 @@ class SettlementClient:
             return dict(offer)
         for event in reversed(await self.history()):
             if event["type"] == "proposed" and event["version"] == version:
-                return event
+                return cast(dict[str, Any], event)
         return None
 
     def _noted(self, ack: dict[str, Any]) -> dict[str, Any]:

@@ -170,7 +170,7 @@ class Cluster:
                 await asyncio.sleep(0.5)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except Exception:
                     pass
 

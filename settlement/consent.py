@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .ledger import canonical_json
+from .canonical import canonical_json
 
 STATEMENT_PREFIX = b"settlement/v1.1 statement\n"
 PUBLIC_KEY_BYTES = 32

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from . import ledger
+from .canonical import plain_json
 from .commands import Payload
 from .fanout import Fanout
 from .ids import TokenMint, normalise_connection_id, token_matches
@@ -32,7 +32,7 @@ def fingerprint(p: Payload) -> str:
     # integers): the standard library's sorted, compact JSON, not RFC 8785, and
     # orjson where it writes the very same bytes (stored fingerprints stay valid).
     body = {"event": p.event, "payload": p.fields}
-    if ledger.plain_json(p.fields, 2**63 - 1, bools=True):
+    if plain_json(p.fields, 2**63 - 1, bools=True):
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -61,7 +61,7 @@ class FastEmitManager(socketio.AsyncManager):  # type: ignore[misc]
                 await self.server._send_eio_packet(eio_sid, frame)
 
 
-class LocalManager(FastEmitManager):  # type: ignore[misc]
+class LocalManager(FastEmitManager):
     """One node: the fast emit and nothing else."""
 
 

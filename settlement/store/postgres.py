@@ -18,9 +18,7 @@ The one case where the outcome is not known by itself is a connection lost
 waiting for the first one's transaction to finish) whether the commit's last
 event is there, and answers success, `Conflict` or `Unavailable` accordingly.
 
-The schema is created by numbered migrations applied in order, each in the
-same transaction as the `meta.schema_version` bump, under a transaction-level
-advisory lock so several nodes starting at once do not race.
+The schema and its migrations: postgres_schema.py; error classes: postgres_errors.py.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -37,108 +34,74 @@ import structlog
 
 from . import postgres_outbox
 from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
+from .postgres_errors import BROKEN, CONFLICT_ERRORS, RETRYABLE, VALUE_ERRORS
+from .postgres_schema import (  # noqa: F401 - re-exported: tests and operations use them here
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SchemaTooNew,
+    main,
+    migrate,
+    redact,
+    schema_version,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger("settlement.store")
 
-# Numbered migrations: MIGRATIONS[n - 1] takes the schema from version n - 1 to n.
-# Never edit one that has shipped; append a new one.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the initial schema, column for column the SQLite one.
-    """
-    CREATE TABLE rooms (
-        connection_id TEXT PRIMARY KEY,
-        currency TEXT NOT NULL,
-        status TEXT NOT NULL,
-        seq BIGINT NOT NULL
-    );
-    CREATE TABLE events (
-        connection_id TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        type TEXT NOT NULL,
-        body TEXT NOT NULL,
-        PRIMARY KEY (connection_id, seq)
-    );
-    CREATE TABLE seats (
-        connection_id TEXT NOT NULL,
-        party TEXT NOT NULL,
-        token_hash TEXT,
-        PRIMARY KEY (connection_id, party)
-    );
-    CREATE TABLE idempotency (
-        scope TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        connection_id TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        ack TEXT NOT NULL,
-        token_nonce TEXT,
-        PRIMARY KEY (scope, request_id)
-    );
-    CREATE INDEX rooms_open ON rooms (status) WHERE status != 'settled';
-    """,
-    # 2: a room's idempotency records are loaded with the room.
-    """
-    CREATE INDEX idempotency_room ON idempotency (connection_id);
-    """,
-    # 3: the webhook outbox, written with the events (postgres_outbox.py).
-    postgres_outbox.MIGRATION,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-# pg_advisory_xact_lock key for migrations (any constant bigint; "settlemt" in ASCII).
-MIGRATION_LOCK = 0x736574746C656D74
-
 MAX_SEQ = 2**63 - 1
-
-# The server or the link to it failed: nothing this session did is committed.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,  # class 08, incl. ConnectionDoesNotExistError
-    asyncpg.InterfaceError,  # connection closed / pool closing
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,  # starting up / shutting down
-    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57014 cancel
-    asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory
-    OSError,  # refused, reset, unreachable
-    TimeoutError,  # command_timeout / connect timeout (asyncio.TimeoutError is the same)
-)
-# Worth one immediate retry on a fresh connection (a stale pooled socket after an outage).
-RETRYABLE: tuple[type[BaseException], ...] = (
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InternalClientError,  # protocol confused by a server gone mid-idle
-    asyncpg.InterfaceError,
-    ConnectionResetError,
-    BrokenPipeError,
-    asyncpg.exceptions.AdminShutdownError,
-)
-# A connection that raised one of these is not reused.
-BROKEN: tuple[type[BaseException], ...] = (
-    *CONNECTION_ERRORS,
-    asyncpg.exceptions.InternalClientError,
-)
-# A value the database or the driver refuses (server class 22; asyncpg's client-side
-# DataError is an InterfaceError and a ValueError): the command's fault, not the link's.
-VALUE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, ValueError)
-CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.UniqueViolationError,
-    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
-)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-    except ValueError:
-        return "postgresql://..."
 
 
 class _CommitOutcomeUnknown(Exception):
     """The connection failed while COMMIT was in flight."""
+
+
+async def apply_commit(conn: asyncpg.Connection, change: Commit) -> None:
+    last_seq = change.events[-1]["seq"] if change.events else change.base_seq
+    if change.base_seq == 0:
+        await conn.execute(
+            "INSERT INTO rooms (connection_id, currency, status, seq) VALUES ($1, $2, $3, $4)",
+            change.connection_id,
+            change.currency,
+            change.status,
+            last_seq,
+        )
+    else:
+        done = await conn.fetchval(
+            "UPDATE rooms SET seq = $1, status = $2 WHERE connection_id = $3 AND seq = $4 "
+            "RETURNING 1",
+            last_seq,
+            change.status,
+            change.connection_id,
+            change.base_seq,
+        )
+        if done is None:
+            raise Conflict(f"{change.connection_id}: room moved on from {change.base_seq}")
+    if change.events:
+        await conn.executemany(
+            "INSERT INTO events (connection_id, seq, type, body) VALUES ($1, $2, $3, $4)",
+            [
+                (e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode())
+                for e in change.events
+            ],
+        )
+    if change.outbox:
+        await postgres_outbox.insert(conn, change.outbox)
+    for party, token_hash in change.seats.items():
+        await conn.execute(
+            "INSERT INTO seats (connection_id, party, token_hash) VALUES ($1, $2, $3) "
+            "ON CONFLICT (connection_id, party) DO UPDATE SET token_hash = excluded.token_hash",
+            change.connection_id,
+            party,
+            token_hash,
+        )
+    rec = change.idempotency
+    if rec is not None:
+        await conn.execute(
+            "INSERT INTO idempotency "
+            "(scope, request_id, connection_id, fingerprint, ack, token_nonce) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            *rec.row(),
+        )
 
 
 class PostgresStore:
@@ -263,7 +226,7 @@ class PostgresStore:
             tx = conn.transaction()
             await tx.start()
             try:
-                await self._apply(conn, change)
+                await apply_commit(conn, change)
             except BaseException as exc:
                 try:
                     await tx.rollback()
@@ -284,55 +247,6 @@ class PostgresStore:
     async def _finish(self, tx: Any) -> None:
         """Send COMMIT (a separate method so tests can fail it on purpose)."""
         await tx.commit()
-
-    @staticmethod
-    async def _apply(conn: asyncpg.Connection, change: Commit) -> None:
-        last_seq = change.events[-1]["seq"] if change.events else change.base_seq
-        if change.base_seq == 0:
-            await conn.execute(
-                "INSERT INTO rooms (connection_id, currency, status, seq) VALUES ($1, $2, $3, $4)",
-                change.connection_id,
-                change.currency,
-                change.status,
-                last_seq,
-            )
-        else:
-            done = await conn.fetchval(
-                "UPDATE rooms SET seq = $1, status = $2 WHERE connection_id = $3 AND seq = $4 "
-                "RETURNING 1",
-                last_seq,
-                change.status,
-                change.connection_id,
-                change.base_seq,
-            )
-            if done is None:
-                raise Conflict(f"{change.connection_id}: room moved on from {change.base_seq}")
-        if change.events:
-            await conn.executemany(
-                "INSERT INTO events (connection_id, seq, type, body) VALUES ($1, $2, $3, $4)",
-                [
-                    (e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode())
-                    for e in change.events
-                ],
-            )
-        if change.outbox:
-            await postgres_outbox.insert(conn, change.outbox)
-        for party, token_hash in change.seats.items():
-            await conn.execute(
-                "INSERT INTO seats (connection_id, party, token_hash) VALUES ($1, $2, $3) "
-                "ON CONFLICT (connection_id, party) DO UPDATE SET token_hash = excluded.token_hash",
-                change.connection_id,
-                party,
-                token_hash,
-            )
-        rec = change.idempotency
-        if rec is not None:
-            await conn.execute(
-                "INSERT INTO idempotency "
-                "(scope, request_id, connection_id, fingerprint, ack, token_nonce) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                *rec.row(),
-            )
 
     async def _settle_unknown(self, change: Commit, cause: BaseException) -> None:
         """COMMIT was sent and the link failed: find out whether it took effect.
@@ -476,60 +390,9 @@ class _Probe(Exception):
         self.body = body
 
 
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer release than this one."""
-
-
-async def schema_version(conn: asyncpg.Connection) -> int:
-    exists = await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL")
-    if not exists:
-        return 0
-    value = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
-    return int(value) if value is not None else 0
-
-
-async def migrate(
-    conn: asyncpg.Connection, migrations: tuple[str, ...] = MIGRATIONS
-) -> tuple[int, int]:
-    """Apply the missing migrations in order, in one transaction; (version before, after).
-
-    `pg_advisory_xact_lock` makes concurrent callers queue: the second one sees
-    the first one's result and has nothing left to do.
-    """
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute(META)
-        current = await schema_version(conn)
-        target = len(migrations)
-        if current > target:
-            raise SchemaTooNew(
-                f"the database schema is version {current}, newer than this release "
-                f"understands ({target}): upgrade the service, do not downgrade it"
-            )
-        for number in range(current + 1, target + 1):
-            await conn.execute(migrations[number - 1])
-            log.info("schema_migrated", backend="postgresql", version=number)
-        if target != current:
-            await conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', $1) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                str(target),
-            )
-    return current, target
-
-
-async def _main(url: str) -> None:
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        before, after = await migrate(conn)
-    finally:
-        await conn.close()
-    print(f"{redact(url)}: schema version {before} -> {after}")
-
-
 if __name__ == "__main__":  # python -m settlement.store.postgres postgresql://...
     import sys
 
     if len(sys.argv) != 2:
         sys.exit("usage: python -m settlement.store.postgres postgresql://user@host:port/db")
-    asyncio.run(_main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1]))
