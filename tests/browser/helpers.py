@@ -43,3 +43,14 @@ def offer_shown(page: Page, text: str) -> None:
 
 def status(page: Page):  # noqa: ANN201 - a Locator
     return page.locator("#status")
+
+
+#: A person reads an amount before answering it; the page refuses an Accept or
+#: Dispute within one second of the offer changing (the one-second guard).
+READ_MS = 1_100
+
+
+def answer(page: Page, decision: str) -> None:
+    """Press Accept or Dispute as a person would: a second after the offer appeared."""
+    page.wait_for_timeout(READ_MS)
+    page.get_by_role("button", name=decision, exact=True).click()
