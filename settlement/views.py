@@ -179,7 +179,9 @@ def view_model(state: dict, events: list[dict], party: str | None, locale: str) 
         "answer_note": text.answer_note(status),
         "free_seats": free,
         "audience": audience,
-        "controls_key": f"{audience}:{'settled' if settled else 'open'}",
+        # A visitor's join offer lists the free seats, so its key names them.
+        "controls_key": f"{audience}:{'settled' if settled else 'open'}"
+        + ("" if party else ":" + "".join(free)),
         "show_invite": show_invite,
         "invite_path": f"/c/{state.get('connection_id', '')}",
         "final": _final(state, events, money, locale) if settled and party else None,

@@ -98,6 +98,10 @@
     // Continue), the final screen when the room settles while the page is open.
     if (painted && !wasSettled && $('#final-h')) pendingFocus = 'final'
     painted = true
+    focusPending()
+  }
+  function focusPending () {
+    const audience = $('#controls') && $('#controls').dataset.audience
     const heading = pendingFocus === 'final' ? $('#final-h')
       : pendingFocus && mine && audience === mine.party ? $('#controls-h') || $('#final-h') : null
     if (heading) { heading.focus(); pendingFocus = null }
@@ -119,7 +123,8 @@
       if (ack && ack.ok) {
         out.hidden = true
         pendingFocus = 'controls'
-        return seated(seat)
+        seated(seat)
+        return focusPending() // the seat's fragments may have come before the ack
       }
       if (ack && ack.error && ack.error.code === 'bad_token') {
         Seats.forget(connId, party)
@@ -174,6 +179,7 @@
       // reconnects resume the seat. Reload if the redraw does not come.
       pendingFocus = 'controls'
       seated(Seats.load(ack.connection_id, ack.party))
+      focusPending()
       setTimeout(() => { if ($('#controls[data-audience="none"]')) location.reload() }, 3000)
     },
     leave: () => { // the server's last redraw (no seat) may have forgotten the seat already
