@@ -61,7 +61,7 @@
     if (!shown || performance.now() - shown.at >= GUARD_MS) return null
     highlight()
     const what = shown.previous
-      ? `The offer changed from ${shown.previous} to ${shown.amount} a moment ago`
+      ? `the offer changed from ${shown.previous} to ${shown.amount} a moment ago`
       : `Party A's offer of ${shown.amount} appeared a moment ago`
     return `Not sent: ${what}. Read it, then press again.`
   }
