@@ -84,6 +84,14 @@ def answer_note(status: str) -> str:
     }.get(status, "")
 
 
+def disabled_reason(status: str) -> str:
+    """Said when B presses an Accept or Dispute that cannot be used now."""
+    return {
+        "awaiting_offer": "Party A has not made an offer yet.",
+        "disputed": "you disputed this offer; wait for Party A's new one.",
+    }.get(status, "there is nothing to answer.")
+
+
 def announcement(events: list[dict], party: str | None, money: Money) -> str:
     """What the last stored event changed, for the page's live region.
 

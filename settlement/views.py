@@ -177,6 +177,7 @@ def view_model(state: dict, events: list[dict], party: str | None, locale: str) 
         "last_reason": text.last_reason(state) if party and status == "disputed" else None,
         "can_answer": status == "offer_pending" and offer is not None,
         "answer_note": text.answer_note(status),
+        "disabled_reason": text.disabled_reason(status),
         "free_seats": free,
         "audience": audience,
         # A visitor's join offer lists the free seats, so its key names them.

@@ -16,6 +16,7 @@
 
   let mine = null // the seat this tab holds here: {party, token}
   let socket = null
+  let linkLost = false // connected once, then lost
   let pendingFocus = sessionStorage.getItem(FOCUS_NEXT)
   sessionStorage.removeItem(FOCUS_NEXT)
 
@@ -42,8 +43,9 @@
     else if (connId) auth.connection_id = connId // no seat: follow the room live
     socket = io('/settlement', { auth })
     let connected = false
-    socket.on('connect', () => { connected = true; showNotice(''); clearTransient() })
+    socket.on('connect', () => { connected = true; linkLost = false; showNotice(''); clearTransient() })
     socket.on('disconnect', (reason) => {
+      linkLost = true
       showNotice(LOST)
       if (reason === 'io server disconnect') socket.connect()
     })
@@ -93,7 +95,7 @@
       delete socket.auth.token
       pendingFocus = null
     }
-    Forms.offerSeen()
+    if (Forms.offerSeen()) showError($('form[data-command="respond"]'), '') // about an older offer
     // Focus moves to the new heading: the seat's controls after Join (or
     // Continue), the final screen when the room settles while the page is open.
     if (painted && !wasSettled && $('#final-h')) pendingFocus = 'final'
@@ -180,7 +182,11 @@
       pendingFocus = 'controls'
       seated(Seats.load(ack.connection_id, ack.party))
       focusPending()
-      setTimeout(() => { if ($('#controls[data-audience="none"]')) location.reload() }, 3000)
+      setTimeout(() => {
+        if (!$('#controls[data-audience="none"]')) return
+        sessionStorage.setItem(FOCUS_NEXT, 'controls')
+        location.reload()
+      }, 3000)
     },
     leave: () => { // the server's last redraw (no seat) may have forgotten the seat already
       if (mine) Seats.forget(connId, mine.party)
@@ -205,7 +211,10 @@
     if (submitter && submitter.getAttribute('aria-disabled') === 'true') {
       return showError(form, submitter.dataset.why || 'That button cannot be used right now.')
     }
-    if (!socket || !socket.connected) {
+    // Before the first connect a command waits in Socket.IO's buffer; after a
+    // lost link it is not sent (the person would not know when it lands).
+    if (!socket) return showError(form, 'Still connecting to the server; try again in a moment.', true)
+    if (linkLost) {
       return showError(form, 'Not sent: the connection to the server is down. Try again once it is back.', true)
     }
     const soon = command === 'respond' && Forms.tooSoon()

@@ -52,8 +52,9 @@
   function offerSeen () {
     const box = document.getElementById('respond-offer')
     const version = box && box.dataset.version
-    if (!version || (shown && shown.version === version)) return
+    if (!version || (shown && shown.version === version)) return false
     shown = { version, amount: box.dataset.amount, previous: shown && shown.amount, at: performance.now() }
+    return true
   }
   function restartGuard () { if (shown) shown.at = performance.now() }
   function tooSoon () {

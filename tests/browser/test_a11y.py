@@ -119,8 +119,8 @@ def test_refusals_are_marked_and_explained(server, open_page: OpenPage) -> None:
     answer(b, "Dispute")
     expect(b.locator("#respond-error")).to_be_empty()
     b.get_by_role("button", name="Accept", exact=True).click(force=True)  # aria-disabled
-    expect(b.locator("#respond-error")).to_contain_text(
-        "You disputed this offer. You can answer again when Party A makes a new one."
+    expect(b.locator("#respond-error")).to_have_text(
+        "Accept is not available: you disputed this offer; wait for Party A's new one."
     )
     # A hears what changed, not the whole status again.
     expect(a.locator("#announce")).to_have_text("Party B disputed: too high")
@@ -201,7 +201,7 @@ def test_tour_of_page_states(server, open_page: OpenPage, artifacts: Path, devic
     join(b, server.url, cid)
     b.get_by_label("Reason", exact=True).click()
     b.get_by_role("button", name="Accept", exact=True).click(force=True)  # nothing to answer yet
-    expect(b.locator("#respond-error")).to_contain_text("Nothing to answer yet")
+    expect(b.locator("#respond-error")).to_contain_text("Party A has not made an offer yet.")
     shot(b, "b-nothing-to-answer")
     a.get_by_label("Amount", exact=True).fill("1,250.5")
     shot(a, "a-typing-with-preview")
