@@ -36,7 +36,6 @@ from iso4217 import Currency
 
 from settlement import appkeys
 from settlement import page_text as text
-from settlement.ids import normalise_connection_id
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -110,10 +109,6 @@ async def landing_page(request: web.Request) -> web.Response:
 async def negotiation_page(request: web.Request) -> web.Response:
     locale = negotiate_locale(request.headers.get("Accept-Language"))
     connection_id = request.match_info["connection_id"]
-    canonical = normalise_connection_id(connection_id)
-    if canonical is not None and canonical != connection_id:
-        # A pasted id with spaces, lower case or no hyphens: one canonical address.
-        raise web.HTTPFound(f"/c/{canonical}")
     room = await request.app[appkeys.SERVICE].page_room(connection_id)
     if room is None:
         return _page(
