@@ -9,11 +9,16 @@ import sys
 from aiohttp import web
 
 from settlement import config, logs
-from settlement.web import create_app
+from settlement.pins import UnpinnedLibrary
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = config.parse(argv)
+    try:
+        from settlement.web import create_app  # imports settlement.compat: checks the pins
+    except UnpinnedLibrary as exc:
+        print(f"settlement: refusing to start.\n{exc}", file=sys.stderr)
+        return 3
     # The SQLite writer thread needs the GIL for a moment before and after each
     # batch; with the default 5 ms switch interval it queued behind the busy
     # event loop for milliseconds, holding every command of the batch back.

@@ -25,11 +25,11 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import engineio
 import orjson
 import redis.asyncio as aioredis
-import socketio
 import structlog
+
+from .nodes import NodeEvents
 
 log = structlog.get_logger("settlement.cluster")
 
@@ -44,8 +44,11 @@ TIMEOUT = 0.5
 
 
 class Cluster:
-    def __init__(self, url: str) -> None:
+    """The `nodes.Nodes` of several processes; what they report goes to `events`."""
+
+    def __init__(self, url: str, events: NodeEvents) -> None:
         self.url = url
+        self.events = events
         self.node = secrets.token_hex(6)
         self.redis = aioredis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, decode_responses=True
@@ -55,10 +58,6 @@ class Cluster:
         self._local: dict[tuple[str, str], int] = {}  # (cid, party) -> local sockets
         self._last_presence: dict[str, dict[str, bool]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.on_changed: Callable[[str, int], Awaitable[None]] | None = None
-        self.on_unseat: Callable[[str, str], Awaitable[None]] | None = None
-        self.on_presence_lost: Callable[[str], Awaitable[None]] | None = None
-        self.on_recovered: Callable[[], Awaitable[None]] | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -179,10 +178,10 @@ class Cluster:
         if msg.get("node") == self.node:
             return
         try:
-            if msg["t"] == "changed" and self.on_changed:
-                await self.on_changed(msg["cid"], int(msg["seq"]))
-            elif msg["t"] == "unseat" and self.on_unseat:
-                await self.on_unseat(msg["cid"], msg["party"])
+            if msg["t"] == "changed":
+                await self.events.changed(msg["cid"], int(msg["seq"]))
+            elif msg["t"] == "unseat":
+                await self.events.unseat(msg["cid"], msg["party"])
         except Exception:
             log.exception("bus_message_failed", message_type=msg.get("t"))
 
@@ -205,12 +204,11 @@ class Cluster:
         self.healthy = True
         if not was_healthy:
             await self._reregister()
-            if self.on_recovered:
-                await self.on_recovered()
-                # Once more when every live node has had time to re-register
-                # (and its message-queue subscription to come back): presence
-                # and state then converge without relying on lost broadcasts.
-                self._tasks.append(asyncio.create_task(self._later(self.on_recovered)))
+            await self.events.recovered()
+            # Once more when every live node has had time to re-register
+            # (and its message-queue subscription to come back): presence
+            # and state then converge without relying on lost broadcasts.
+            self._tasks.append(asyncio.create_task(self._later(self.events.recovered)))
         for node in ordered:
             if node not in self.alive:
                 await self._reap(node)
@@ -259,73 +257,4 @@ class Cluster:
         log.warning("node_reaped", node=node, rooms=len(rooms))
         for cid in rooms:
             self._last_presence.pop(cid, None)
-            if self.on_presence_lost:
-                await self.on_presence_lost(cid)
-
-
-class FastEmitManager(socketio.AsyncManager):  # type: ignore[misc]
-    """python-socketio's manager, but a room broadcast is queued to each socket in
-    turn instead of through one asyncio task per recipient (queuing never blocks)."""
-
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str,
-        room: str | None = None,
-        skip_sid: Any = None,
-        callback: Any = None,
-        to: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if callback is not None:
-            await super().emit(event, data, namespace, room, skip_sid, callback, to, **kwargs)
-            return
-        room = to or room
-        if namespace not in self.rooms:
-            return
-        if isinstance(data, tuple):
-            args = list(data)
-        else:
-            args = [] if data is None else [data]
-        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        pkt = self.server.packet_class(
-            socketio.packet.EVENT, namespace=namespace, data=[event, *args]
-        )
-        encoded = pkt.encode()
-        frames = [
-            engineio.packet.Packet(engineio.packet.MESSAGE, p)
-            for p in (encoded if isinstance(encoded, list) else [encoded])
-        ]
-        for sid, eio_sid in list(self.get_participants(namespace, room)):
-            if sid in skip:
-                continue
-            for frame in frames:
-                await self.server._send_eio_packet(eio_sid, frame)
-
-
-class LocalManager(FastEmitManager):  # type: ignore[misc]
-    """One node: the fast emit and nothing else."""
-
-
-class RedisManager(socketio.AsyncRedisManager, FastEmitManager):  # type: ignore[misc]
-    """python-socketio's Redis manager, re-subscribing within a second after an outage.
-
-    The stock manager backs off up to 60 s between attempts, and emits from
-    other nodes published meanwhile never reach this node's sockets.
-    """
-
-    async def _redis_listen_with_retries(self) -> Any:  # pragma: no cover - needs an outage
-        subscribed = False
-        while True:
-            try:
-                if not subscribed:
-                    self._redis_connect()
-                    await self.pubsub.subscribe(self.channel)
-                    subscribed = True
-                async for message in self.pubsub.listen():
-                    yield message
-            except Exception as exc:
-                log.info("queue_reconnect", error=str(exc) or type(exc).__name__)
-                subscribed = False
-                await asyncio.sleep(0.5)
+            await self.events.presence_lost(cid)

@@ -47,6 +47,12 @@ class Metrics:
         self.settlements = Counter(
             "settlement_settlements", "Connections settled (B accepted) on this node.", registry=r
         )
+        self.http_unavailable = Counter(
+            "settlement_http_unavailable",
+            "HTTP requests answered 503 because the store was unavailable, by route.",
+            ["route"],
+            registry=r,
+        )
 
     def command(self, event: str, outcome: str, seconds: float) -> None:
         # Labelled children are looked up once per (event, outcome), not per command.

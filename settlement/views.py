@@ -122,6 +122,21 @@ async def negotiation_page(request: web.Request) -> web.Response:
     return _page(request, "negotiation.html", context)
 
 
+def unavailable_page(request: web.Request, retry_after: int) -> web.Response:
+    """503: the store is not answering. The page reloads itself (a meta refresh: no
+    script, so the CSP holds) every `retry_after` seconds until it can be shown."""
+    locale = negotiate_locale(request.headers.get("Accept-Language"))
+    context = {
+        "lang": _lang(locale),
+        "page": "unavailable",
+        "retry_after": retry_after,
+        "again_url": str(request.rel_url),
+    }
+    response = _page(request, "unavailable.html", context, status=503)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 # --------------------------------------------------------------------------- fragments
 
 
@@ -132,7 +147,22 @@ def render_fragments(state: dict, events: list[dict], party: str | None, locale:
     """
     context = view_model(state, events, party, locale)
     context["oob"] = True
+    context["timeline"] = _timeline(state, events, party, locale)
     return _ENV.get_template("fragments/all.html").render(context)
+
+
+def _timeline(state: dict, events: list[dict], party: str | None, locale: str) -> Any:
+    """The negotiation as a picture (settlement/timeline.py), for a seated party only; the
+    page itself is rendered for nobody, so it has none until the seat's fragments come."""
+    from settlement import timeline
+
+    currency = str(state.get("currency") or "USD")
+    return timeline.for_party(
+        events,
+        party,
+        lambda amount: format_amount(str(amount), currency, locale),
+        lambda at: format_time(at, locale),
+    )
 
 
 def view_model(state: dict, events: list[dict], party: str | None, locale: str) -> dict[str, Any]:

@@ -12,16 +12,17 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import logs, views
+from . import compat, logs, receipt_view, views
 from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
 from .ids import TokenMint
+from .nodes import LocalNode, NodesFactory
 from .realtime import SioPublisher, build_server, client_address
 from .rooms import GuessLimiter
 from .service import Service
 from .signing import Signer
-from .store import open_store
+from .store import Unavailable, open_store
 
 log = structlog.get_logger("settlement.web")
 _STOPPING: web.AppKey[asyncio.Task[None]] = web.AppKey("settlement_stopping", asyncio.Task)
@@ -53,6 +54,43 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     if isinstance(response, web.HTTPException):
         raise response
     return response
+
+
+#: Seconds a 503 asks the client to wait (`Retry-After`; the 503 page reloads itself
+#: after as long). The store is back within milliseconds of PostgreSQL's return.
+RETRY_AFTER = 5
+#: The routes that read the store; their 503 counters are exported from the start, at 0.
+STORE_ROUTES = ("/c/{connection_id}", "/api/connections/{connection_id}/receipt")
+UNAVAILABLE_MESSAGE = (
+    "The service is briefly unavailable: its database is not answering. Nothing changed; "
+    "try again in a few seconds."
+)
+
+
+@web.middleware
+async def store_outage(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store outage (`Unavailable`) on any HTTP route is a 503 with `Retry-After`,
+    never a 500: a page that says so and reloads itself, or on `/api/` a JSON error.
+    One log line per answer, without a traceback, counted per route in /metrics."""
+    try:
+        return await handler(request)
+    except Unavailable as exc:
+        route = route_label(request)
+        request.app[SERVICE].metrics.http_unavailable.labels(route).inc()
+        log.warning("http_unavailable", route=route, method=request.method, error=str(exc))
+        if request.path.startswith("/api/"):
+            body = {"error": {"code": "unavailable", "message": UNAVAILABLE_MESSAGE}}
+            response = _json(503, body)
+            response.headers["Retry-After"] = str(RETRY_AFTER)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        return views.unavailable_page(request, RETRY_AFTER)
+
+
+def route_label(request: web.Request) -> str:
+    """The route's pattern (`/c/{connection_id}`), never the raw path: bounded labels."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 GUARDED_PREFIXES = ("/c/", "/api/connections/")
@@ -103,7 +141,9 @@ def _json(status: int, body: object) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     if await request.app[SERVICE].store.ping():
         return _json(200, {"status": "ok"})
-    return _json(503, {"status": "unavailable"})
+    response = _json(503, {"status": "unavailable"})
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 async def metrics_route(request: web.Request) -> web.Response:
@@ -137,7 +177,7 @@ async def keys_route(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """The whole server: HTTP routes and the Socket.IO namespace on one aiohttp app."""
     app = web.Application(
-        middlewares=[security_headers, make_guess_guard(settings.trust_proxy)],
+        middlewares=[security_headers, make_guess_guard(settings.trust_proxy), store_outage],
         client_max_size=64 * 1024,
     )
     sio = build_server(settings)
@@ -147,23 +187,26 @@ def create_app(settings: Settings) -> web.Application:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = open_store(settings.database_url, pool_size=settings.db_pool_size)
         await store.open()
-        cluster = Cluster(settings.redis_url) if settings.redis_url else None
+        redis_url = settings.redis_url
+        nodes: NodesFactory = LocalNode
+        if redis_url:
+            nodes = lambda events: Cluster(redis_url, events)  # noqa: E731
         service = Service(
             store,
             SioPublisher(sio),
             Signer.load_or_create(Path(keys) / "receipt-signing.pem"),
             TokenMint.load_or_create(Path(keys) / "seat-token.secret"),
             max_amount=settings.max_amount,
-            cluster=cluster,
+            nodes=nodes,
             guesses=GuessLimiter(settings.guess_burst, settings.guess_rate),
         )
         sio.service = service
         app[SERVICE] = service
-        if cluster is not None:
-            await cluster.start()
+        for route in STORE_ROUTES:
+            service.metrics.http_unavailable.labels(route)
+        await service.nodes.start()
         yield
-        if cluster is not None:
-            await cluster.close()
+        await service.nodes.close()
         await store.close()
 
     async def drain(app: web.Application) -> None:
@@ -182,12 +225,7 @@ def create_app(settings: Settings) -> web.Application:
             await drain(app)
             # Drop every transport without an Engine.IO CLOSE packet: clients see
             # the link go away (not a server "disconnect") and so reconnect.
-            for sock in list(sio.eio.sockets.values()):
-                try:
-                    await sock.close(wait=False, abort=True)
-                    await sock.queue.put(None)  # ends its writer, which closes the websocket
-                except Exception:
-                    log.warning("close_on_shutdown_failed")
+            await compat.close_all_sockets(sio)
             os.kill(os.getpid(), signal.SIGINT)  # aiohttp's own graceful exit
 
         def on_sigterm() -> None:
@@ -209,4 +247,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/connections/{connection_id}/receipt", receipt_route)
     app.router.add_get("/api/keys", keys_route)
     views.setup(app)
+    receipt_view.setup(app)  # /c/{id}/receipt, /verify
     return app

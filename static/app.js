@@ -35,7 +35,11 @@
   // itself and resends `auth`, and the server then redraws the page in full.
   const notice = $('#conn-notice')
   const LOST = 'Connection lost. Reconnecting… What you see may be out of date.'
+  const UNAVAILABLE = 'The service is briefly unavailable. Trying again… What you see may be out of date.'
+  let storeDown = false // the last connect was refused `unavailable`; a retry is due
+  let clearing = null
   const showNotice = (text) => { notice.textContent = text; notice.hidden = !text }
+  const storeBack = () => { clearTimeout(clearing); storeDown = false; showNotice('') }
 
   function connect (seat) {
     const auth = { view: 'html' }
@@ -43,16 +47,31 @@
     else if (connId) auth.connection_id = connId // no seat: follow the room live
     socket = io('/settlement', { auth })
     let connected = false
-    socket.on('connect', () => { connected = true; linkLost = false; showNotice(''); clearTransient() })
+    socket.on('connect', () => {
+      connected = true
+      linkLost = false
+      clearTransient()
+      // After a refused connect, wait a moment for another refusal before saying all is well.
+      if (storeDown) clearing = setTimeout(storeBack, 1000)
+      else showNotice('')
+    })
     socket.on('disconnect', (reason) => {
       linkLost = true
-      showNotice(LOST)
+      if (!storeDown) showNotice(LOST)
       if (reason === 'io server disconnect') socket.connect()
     })
     socket.on('connect_error', () => showNotice(connected ? LOST : 'Connecting to the server…'))
     socket.on('html', onHtml)
     socket.on('error', (err) => {
       if (mine && err && err.code === 'bad_token') { Seats.forget(connId, mine.party); location.reload() }
+      // The store was down when this socket connected, so it is neither seated nor
+      // following the room: say so, and connect again (auth and all) shortly.
+      if (err && err.code === 'unavailable') {
+        clearTimeout(clearing)
+        storeDown = true
+        showNotice(UNAVAILABLE)
+        setTimeout(() => { socket.disconnect(); socket.connect() }, 3000)
+      }
     })
   }
 
@@ -82,6 +101,7 @@
   function onHtml (msg) {
     if (!connId || !msg || typeof msg.html !== 'string' || msg.seq < lastSeq) return
     lastSeq = msg.seq
+    if (storeDown) storeBack()
     const wasSettled = Boolean($('#final:not([hidden])'))
     htmx.swap(body, msg.html, { swapStyle: 'none' })
     body.classList.remove('resuming')
@@ -240,7 +260,11 @@
       if (!mine) throw new Error('Only a seated party can download the receipt.')
       const response = await fetch('/api/connections/' + encodeURIComponent(connId) + '/receipt',
         { headers: { Authorization: 'Bearer ' + mine.token }, cache: 'no-store' })
-      if (!response.ok) throw new Error(`The server could not give the receipt (HTTP ${response.status}).`)
+      if (!response.ok) {
+        const body = await response.json().catch(() => null)
+        const said = body && body.error && body.error.message
+        throw new Error(said || `The server could not give the receipt (HTTP ${response.status}).`)
+      }
       const link = document.createElement('a')
       link.href = URL.createObjectURL(await response.blob())
       link.download = `receipt-${connId}.json`

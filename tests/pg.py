@@ -7,7 +7,7 @@ or ``from tests.pg import pg_database, postgres_url`` (any conftest).
   server started in a temporary folder on a free loopback port, stopped at the end.
 - ``pg_database`` (function): a ``PgUrl`` for a new, empty database ``t_<uuid>``.
 
-Both carry ``stop_postgres()`` / ``start_postgres()`` (and ``.server``) so a test can
+Both carry ``stop_postgres(mode="fast")`` / ``start_postgres()`` (and ``.server``) so a test can
 take the server down and bring it back on the same port and data folder.
 
 CI runs as root and PostgreSQL refuses to: then the folder belongs to the ``postgres``
@@ -129,10 +129,11 @@ class PostgresServer:
         )
         self.running = True
 
-    def stop_postgres(self) -> None:
+    def stop_postgres(self, mode: str = "fast") -> None:
+        """`pg_ctl stop -m fast` (clients told, then cut), or `immediate` (as in a crash)."""
         if not self.running:
             return
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
         self.running = False
 
     def psql(self, sql: str, database: str = "postgres") -> None:
@@ -186,8 +187,8 @@ class PgUrl(str):
         obj.server = server
         return obj
 
-    def stop_postgres(self) -> None:
-        self.server.stop_postgres()
+    def stop_postgres(self, mode: str = "fast") -> None:
+        self.server.stop_postgres(mode)
 
     def start_postgres(self) -> None:
         self.server.start_postgres()

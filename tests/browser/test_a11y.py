@@ -62,7 +62,7 @@ def test_focus_moves_to_the_new_heading_after_join_and_settlement(
         wait_focus(page, "final-h")
         expect(page.locator("#final-h")).to_have_text("Final agreement")
         page.keyboard.press("Tab")  # the receipt is the next stop, not six Tabs away
-        assert focused_id(page) == "receipt-btn"
+        assert focused_id(page) == "receipt-link"
     # "Settled" is said once: the status badge; the status sentence says who accepted.
     expect(a.locator("main")).to_contain_text("Party B accepted $80.00.")
     shown = a.evaluate(

@@ -84,7 +84,7 @@ def test_whole_flow_create_join_negotiate_settle_leave(
 
     receipt_id = a.locator(".receipt-id").inner_text()
     with a.expect_download() as info:
-        a.get_by_role("button", name="Download receipt", exact=True).click()
+        a.get_by_role("button", name="Download receipt (JSON, for machines)", exact=True).click()
     receipt = json.loads(Path(info.value.path()).read_text())
     assert info.value.suggested_filename == f"receipt-{cid}.json"
     assert receipt["receipt_id"] == receipt_id

@@ -63,7 +63,9 @@ def test_a_new_tab_returns_to_the_seat(server, open_page: OpenPage) -> None:
     expect(again.locator("#final")).to_contain_text("$250.00")
     # The receipt, which needs a seat token, comes from a tab that did not take the seat.
     with b_again.expect_download() as info:
-        b_again.get_by_role("button", name="Download receipt", exact=True).click()
+        b_again.get_by_role(
+            "button", name="Download receipt (JSON, for machines)", exact=True
+        ).click()
     assert json.loads(Path(info.value.path()).read_text())["amount"] == "250.00"
 
 

@@ -13,9 +13,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import socketio
 
 from settlement import ledger
 from settlement.client import SettlementClient
+from tests import outage
 from tests.conftest import ServerProcess
 from tests.pg import PgUrl
 from tests.services import Nginx, RedisServer
@@ -241,10 +243,21 @@ async def test_postgres_outage_gives_unavailable_and_recovers_without_restart(
         created = await a.create("A")
         await b.join(created["connection_id"])
         first = await a.propose("100")
-        pg_database.stop_postgres()
+        # A room settled on node 1 only: cached there, never loaded by node 2.
+        async with SettlementClient(n1.url) as sa, SettlementClient(n1.url) as sb:
+            settled = (await sa.create("A"))["connection_id"]
+            await sb.join(settled)
+            await sb.respond("accept", (await sa.propose("42.50"))["version"])
+            token = sa.token
+        assert token is not None
+        async with aiohttp.ClientSession() as http:
+            before = await outage.get(http, n1.url, outage.receipt(settled), token)
+            assert before.status == 200
+        pg_database.stop_postgres("immediate")  # as in a crash: every link just drops
         async with aiohttp.ClientSession() as http:
             r = await http.get(n1.url + "/healthz")
-            assert r.status == 503
+            assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
+            await http_routes_during_outage(http, n1, n2, settled, token)
         refused = await a.call("propose", {"amount": "200", "request_id": "during-outage-1"})
         assert refused["ok"] is False and refused["error"]["code"] == "unavailable"
         pg_database.start_postgres()
@@ -255,6 +268,12 @@ async def test_postgres_outage_gives_unavailable_and_recovers_without_restart(
                     break
                 await asyncio.sleep(0.1)
             assert r.status == 200
+            # the same routes answer again, on both nodes, without a restart
+            for node in (n1, n2):
+                shown = await outage.get(http, node.url, outage.page(settled))
+                assert shown.status == 200 and settled in shown.text, node.url
+                again = await outage.get(http, node.url, outage.receipt(settled), token)
+                assert again.status == 200 and again.json() == before.json(), node.url
         # the same request_id now commits, once; nothing acked before was lost
         retried = await a.call("propose", {"amount": "200", "request_id": "during-outage-1"})
         assert retried["ok"] is True and retried["version"] == first["version"] + 1
@@ -274,6 +293,57 @@ async def test_postgres_outage_gives_unavailable_and_recovers_without_restart(
         await b.close()
     finally:
         c.stop()
+
+
+async def http_routes_during_outage(
+    http: aiohttp.ClientSession,
+    n1: ServerProcess,
+    n2: ServerProcess,
+    settled: str,
+    token: str,
+) -> None:
+    """PostgreSQL is down. Every route that reads the store answers 503 with
+    Retry-After (pages: a page that retries by itself; API: a JSON error), once
+    logged and counted each, no traceback; a page node 1 has in memory is still shown."""
+    # Node 1 has the room cached: its page needs no store and is still served.
+    cached = await outage.get(http, n1.url, outage.page(settled))
+    assert cached.status == 200 and settled in cached.text and "Settled" in cached.text
+    answered: dict[str, list[str]] = {n1.url: [], n2.url: []}
+    # The receipt is read fresh from the store on every node, cached or not.
+    for node in (n1, n2):
+        for bearer in (token, None, "not-a-token"):
+            got = await outage.get(http, node.url, outage.receipt(settled), bearer)
+            outage.assert_unavailable_json(got)
+            answered[node.url].append(outage.RECEIPT_ROUTE)
+    # Node 2 never loaded the room: its page must read the store.
+    for path in (outage.page(settled), outage.page(settled.lower()), "/c/0000-0000-0000"):
+        got = await outage.get(http, n2.url, path)
+        outage.assert_unavailable_page(got)
+        answered[n2.url].append(outage.PAGE_ROUTE)
+    # The page's socket, following the room without a seat, on the node without it.
+    errors: list[Any] = []
+    watcher = socketio.AsyncClient(reconnection=False)
+    watcher.on("error", errors.append, namespace="/settlement")
+    await watcher.connect(
+        n2.url,
+        namespaces=["/settlement"],
+        transports=["websocket"],
+        auth={"view": "html", "connection_id": settled},
+    )
+    try:
+        await until(lambda: bool(errors))
+    finally:
+        await watcher.disconnect()
+    assert [e["code"] for e in errors] == ["unavailable"], errors
+    for node in (n1, n2):
+        routes = answered[node.url]
+        counts = await outage.unavailable_counts(http, node.url)
+        expected = {r: float(routes.count(r)) for r in (outage.PAGE_ROUTE, outage.RECEIPT_ROUTE)}
+        assert counts == expected, (node.url, counts)
+        lines = outage.outage_lines(node.log())
+        assert sorted(line["route"] for line in lines) == sorted(routes)
+        assert all(line["level"] == "warning" and "exception" not in line for line in lines)
+        assert "Traceback" not in node.log(), node.log()[-3000:]
 
 
 async def settle_across_nodes(cluster: Cluster, rooms: int, concurrency: int) -> dict[str, int]:

@@ -25,6 +25,7 @@ from settlement.store import (
     Unavailable,
     open_store,
 )
+from settlement.store.memory import MemoryData, MemoryStore
 from settlement.store.postgres import MIGRATIONS, PostgresStore, SchemaTooNew, migrate
 
 # -- helpers ------------------------------------------------------------------
@@ -84,9 +85,14 @@ class Stores:
         self.kind = kind
         self.url = url
         self.open_ones: list[Store] = []
+        self.memory = MemoryData()
 
     async def open(self, **kwargs: Any) -> Store:
-        store = open_store(self.url, **kwargs)
+        store: Store
+        if self.kind == "memory":  # one MemoryData per test: "the database"
+            store = MemoryStore(self.memory)
+        else:
+            store = open_store(self.url, **kwargs)
         await store.open()
         self.open_ones.append(store)
         return store
@@ -100,9 +106,12 @@ class Stores:
             await self.close(self.open_ones[-1])
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    if request.param == "sqlite":
+    # `memory` is the in-process test seam (tests/pipeline): it keeps the same contract.
+    if request.param == "memory":
+        url = "memory:"
+    elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'settlement.db'}"
     else:
         url = request.getfixturevalue("pg_database")
@@ -362,12 +371,14 @@ async def test_same_bytes_on_both_backends(tmp_path: Path, pg: Stores) -> None:
 # -- PostgreSQL only ----------------------------------------------------------
 
 
-async def test_postgres_outage_then_recovery_without_restart(pg: Stores) -> None:
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_postgres_outage_then_recovery_without_restart(pg: Stores, mode: str) -> None:
+    """`fast`: clients are told (admin shutdown) and cut; `immediate`: links just drop."""
     store = await pg.open(pool_size=3)
     await store.commit(new_room("r1"))
     # warm several pooled connections so stale ones exist after the restart
     await asyncio.gather(*(store.load_room("r1") for _ in range(6)))
-    pg.url.stop_postgres()  # type: ignore[attr-defined]
+    pg.url.stop_postgres(mode)  # type: ignore[attr-defined]
     try:
         assert await store.ping() is False
         with pytest.raises(Unavailable):

@@ -1,4 +1,4 @@
-"""Engine.IO's websocket transport with cheaper waits (python-engineio 4.15, pinned).
+"""Engine.IO's websocket transport with cheaper waits (python-engineio 4.15.1, pinned).
 
 python-engineio's socket makes every received frame wait through
 `asyncio.wait_for(ensure_future(...))` and every sent packet through
