@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from .servers import ROOT, ServerProcess, start_ceiling, start_service
+from .servers import ROOT, ServerProcess, start_ceiling, start_receiver, start_service
 from .worker import COMMANDS_PER_NEGOTIATION, raise_nofile, worker_main
 
 RESULTS = ROOT / "bench" / "results"
@@ -136,6 +136,7 @@ class Bench:
                     "t1": t1,
                     "interval": interval,
                     "latency": rate is not None,
+                    "sign": a.sign,
                 }
             )
         for conn, msg in zip(self.workers.conns, msgs, strict=True):
@@ -347,6 +348,16 @@ def main(argv: list[str] | None = None) -> int:
         help="with --profile: py-spy the ceiling too (profile-ceiling.txt), for bench.compare",
     )
     p.add_argument("--server-arg", action="append", default=[], help="extra app.py argument")
+    p.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="run a webhook endpoint (bench.receiver) and give the service --webhook-url",
+    )
+    p.add_argument(
+        "--sign",
+        action="store_true",
+        help="protocol 1.1: every seat has a key and every propose/respond is signed",
+    )
     p.add_argument("--skip", default="", help="phases to leave out: latency,scale")
     p.add_argument("--update-docs-plot", action="store_true", help="copy the small plot to docs/")
     args = p.parse_args(argv)
@@ -403,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[ServerProcess] = []
     try:
         log(f"bench: {args.workers} client processes, temp folder {tmp}")
+        if args.webhooks:
+            receiver = start_receiver(tmp, "receiver")
+            servers.append(receiver)
+            args.server_arg.append(f"--webhook-url={receiver.url}/hook")
+            result["config"]["webhooks"] = True
         service = start_service(tmp, "service", args.server_arg)
         ceiling = start_ceiling(tmp, "ceiling")
         servers += [service, ceiling]

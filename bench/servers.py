@@ -107,6 +107,15 @@ def start_service(tmp: Path, tag: str, extra: list[str]) -> ServerProcess:
     return server
 
 
+def start_receiver(tmp: Path, tag: str) -> ServerProcess:
+    """A webhook endpoint that answers 204 (`--webhooks`)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.receiver", "--host", "127.0.0.1", "--port", str(port)]
+    server = ServerProcess(f"receiver[{tag}]", argv, port, tmp / f"{tag}.log")
+    server.wait_ready()
+    return server
+
+
 def start_ceiling(tmp: Path, tag: str) -> ServerProcess:
     port = free_port()
     argv = [sys.executable, "-m", "bench.ceiling", "--host", "127.0.0.1", "--port", str(port)]

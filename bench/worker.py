@@ -5,7 +5,7 @@ multiprocessing (spawn) and talks to each over a Pipe, one request and one
 reply at a time:
 
 - `open`: connect `2 * pairs` sockets (A and B of each pair) to `url`;
-- `run`: drive every pair through whole negotiations from `t_start` until
+- `run`: drive every pair (signing every command when `sign`, protocol 1.1) through whole negotiations from `t_start` until
   `t1` (monotonic clock, shared by all processes on Linux), as fast as
   possible (`interval` None) or one command every `interval` seconds per pair;
   only what happens inside `[t0, t1]` is counted; a pair that is mid-way at
@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+
+from settlement.consent import PartyKey, propose_statement, respond_statement
 
 from .lean import LeanError, LeanSocket, ws_url
 
@@ -62,6 +64,8 @@ class Pair:
     # amount string -> perf_counter() when A sent that propose (latency runs)
     pending: dict[str, float] = field(default_factory=dict)
     dead: bool = False
+    # Protocol 1.1 keys of A and B, made once per pair (`--sign`).
+    keys: tuple[PartyKey, PartyKey] | None = None
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Worker:
         self._prefix = f"{secrets.token_hex(6)}w{index}-"
         self.stats: RunStats | None = None
         self.latency_mode = False
+        self.sign = False
 
     def rid(self) -> str:
         return f"{self._prefix}{next(self._ids):012d}"  # >= 22 chars: fine for create/join
@@ -201,32 +206,49 @@ class Worker:
 
     async def negotiate(self, pair: Pair, pace: Any) -> None:
         a, b, step = pair.a, pair.b, self._step
-        created = await step(a, "create", {"party": "A", "request_id": self.rid()}, pace)
+        if self.sign and pair.keys is None:
+            pair.keys = (PartyKey(), PartyKey())
+        ka, kb = pair.keys if self.sign and pair.keys else (None, None)
+        create: dict[str, Any] = {"party": "A", "request_id": self.rid()}
+        join: dict[str, Any] = {"request_id": self.rid()}
+        if ka is not None and kb is not None:
+            create["public_key"], join["public_key"] = ka.public_key, kb.public_key
+        created = await step(a, "create", create, pace)
         cid = created["connection_id"]
-        await step(b, "join", {"connection_id": cid, "request_id": self.rid()}, pace)
+        currency = created["state"]["currency"]
+        await step(b, "join", {"connection_id": cid, **join}, pace)
         version = 0
+        offer: dict[str, Any] = {}
         for i in range(PROPOSALS + 1):
             if i == PROPOSALS:  # B disputes the last offer; A modifies once more
-                await step(
-                    b,
-                    "respond",
-                    {
-                        "decision": "dispute",
-                        "version": version,
-                        "reason": "too high",
-                        "request_id": self.rid(),
-                    },
-                    pace,
-                )
+                dispute: dict[str, Any] = {
+                    "decision": "dispute",
+                    "version": version,
+                    "reason": "too high",
+                    "request_id": self.rid(),
+                }
+                if kb is not None:
+                    statement = respond_statement("dispute", cid, currency, offer, "too high")
+                    dispute["signature"] = kb.sign(statement)
+                await step(b, "respond", dispute, pace)
             amount = f"{next(pair.amounts)}.00"
-            ack = await step(a, "propose", {"amount": amount, "request_id": self.rid()}, pace, pair)
+            propose: dict[str, Any] = {"amount": amount, "request_id": self.rid()}
+            if ka is not None:
+                propose["version"] = version + 1
+                propose["signature"] = ka.sign(
+                    propose_statement(cid, currency, amount, version + 1)
+                )
+            ack = await step(a, "propose", propose, pace, pair)
             version = ack["version"]
-        await step(
-            b,
-            "respond",
-            {"decision": "accept", "version": version, "request_id": self.rid()},
-            pace,
-        )
+            offer = ack["state"]["offer"]
+        accept: dict[str, Any] = {
+            "decision": "accept",
+            "version": version,
+            "request_id": self.rid(),
+        }
+        if kb is not None:
+            accept["signature"] = kb.sign(respond_statement("accept", cid, currency, offer))
+        await step(b, "respond", accept, pace)
         await step(a, "leave", {"request_id": self.rid()}, pace)
         await step(b, "leave", {"request_id": self.rid()}, pace)
 
@@ -264,6 +286,7 @@ class Worker:
         t_start, t0, t1 = msg["t_start"], msg["t0"], msg["t1"]
         interval: float | None = msg.get("interval")
         self.latency_mode = bool(msg.get("latency"))
+        self.sign = bool(msg.get("sign"))
         self.stats = stats = RunStats(t0=t0, t1=t1)
 
         async def mark(at: float) -> None:

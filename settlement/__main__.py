@@ -1,8 +1,12 @@
-"""Command line: `python -m settlement verify RECEIPT.json [--key FILE]` and `... serve`.
+"""Command line: `python -m settlement verify RECEIPT.json [--key FILE] [--require-consent]`
+and `... serve`.
 
 `verify` lets anyone holding a saved receipt check it offline, without trusting
 or even reaching the server. Exit codes: 0 valid, 1 invalid (the first fault is
-named), 2 the input could not be read at all.
+named), 2 the input could not be read at all. It also checks every party
+signature (protocol 1.1) and says which statements are signed, by which key;
+`--require-consent` also refuses a receipt whose agreed offer or acceptance is
+not party-signed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from settlement import webhooks_cli
+from settlement.consent import missing_consent, party_signatures, spoken
 from settlement.ledger import verify_receipt
 from settlement.signing import load_public_keys
 
@@ -80,7 +86,18 @@ def _valid_message(receipt: dict[str, Any]) -> str:
     )
 
 
-def run_verify(receipt_path: Path, key_path: Path | None) -> int:
+def _consent_lines(found: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for item in found:
+        who = f"seq {item['seq']} {item['type']} by Party {item['party']}"
+        if item["signed"]:
+            lines.append(f"party-signed: {who}, key_id {item['key_id']} ({spoken(item['key_id'])})")
+        else:
+            lines.append(f"unsigned: {who}")
+    return lines
+
+
+def run_verify(receipt_path: Path, key_path: Path | None, require_consent: bool = False) -> int:
     """Verify one receipt file, print the verdict, and return the exit code."""
     try:
         receipt = load_receipt(receipt_path)
@@ -92,11 +109,21 @@ def run_verify(receipt_path: Path, key_path: Path | None) -> int:
     if fault:
         print(f"invalid: {fault}")
         return EXIT_INVALID
+    _, found = party_signatures(receipt["events"])
+    if require_consent:
+        missing = missing_consent(receipt["events"], found)
+        if missing:
+            print(f"invalid: consent required, but {missing}")
+            return EXIT_INVALID
     print(_valid_message(receipt))
     if keys is None:
         print("signature not checked (no --key given)")
     else:
         print(f"signature valid (key {receipt['signature']['key_id']})")
+    # A receipt where no seat had a key (protocol 1.0) prints what it always did.
+    if any(item["signed"] or item["key_id"] for item in found):
+        for line in _consent_lines(found):
+            print(line)
     return EXIT_VALID
 
 
@@ -123,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a base64 Ed25519 public key or a saved /api/keys document; also checks the signature",
     )
+    verify.add_argument(
+        "--require-consent",
+        action="store_true",
+        help="also fail unless the agreed offer and the acceptance are signed by the parties",
+    )
     commands.add_parser("serve", help="run the server (options as for app.py)", add_help=False)
+    webhooks_cli.add_parsers(commands)
     return parser
 
 
@@ -133,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after `serve` belongs to app.py's own parser, --help included.
         return run_serve(args_list[1:])
     args = build_parser().parse_args(args_list)
-    return run_verify(args.receipt, args.key)
+    if args.command == "webhooks":
+        return webhooks_cli.run_webhooks(args.database, args.redeliver)
+    if args.command == "webhook-secret":
+        return webhooks_cli.run_webhook_secret(args.key_dir, args.database)
+    return run_verify(args.receipt, args.key, args.require_consent)
 
 
 if __name__ == "__main__":

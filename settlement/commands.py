@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from .consent import valid_public_key, valid_signature_shape
 from .negotiation import Refusal
 
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -21,11 +22,14 @@ MAX_REASON = 500
 
 # event -> (allowed keys, required keys); `request_id` is allowed everywhere.
 SCHEMAS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "create": (frozenset({"party", "currency"}), frozenset({"party"})),
-    "join": (frozenset({"connection_id", "party"}), frozenset({"connection_id"})),
+    "create": (frozenset({"party", "currency", "public_key"}), frozenset({"party"})),
+    "join": (frozenset({"connection_id", "party", "public_key"}), frozenset({"connection_id"})),
     "resume": (frozenset({"connection_id", "token"}), frozenset({"connection_id", "token"})),
-    "propose": (frozenset({"amount"}), frozenset({"amount"})),
-    "respond": (frozenset({"decision", "version", "reason"}), frozenset({"decision", "version"})),
+    "propose": (frozenset({"amount", "version", "signature"}), frozenset({"amount"})),
+    "respond": (
+        frozenset({"decision", "version", "reason", "signature"}),
+        frozenset({"decision", "version"}),
+    ),
     "leave": (frozenset(), frozenset()),
     "history": (frozenset({"after_seq"}), frozenset()),
     "receipt": (frozenset(), frozenset()),
@@ -102,8 +106,27 @@ def check_shape(p: Payload) -> Refusal | None:
                 return bad("reason must be a string.")
             if len(f["reason"]) > MAX_REASON:
                 return bad(f"reason is longer than {MAX_REASON} characters.")
+    consent = _check_consent_shape(p)
+    if consent is not None:
+        return consent
     if "after_seq" in f and (not _is_int(f["after_seq"]) or f["after_seq"] < 0):
         return bad("after_seq must be a whole number, 0 or more.")
+    return None
+
+
+def _check_consent_shape(p: Payload) -> Refusal | None:
+    """Protocol 1.1 fields: a well-formed key and signature, and a signed offer names its version."""
+    f = p.fields
+    if "public_key" in f and not valid_public_key(f["public_key"]):
+        return bad(
+            "public_key must be standard base64 (padded) of a raw 32-byte Ed25519 public key."
+        )
+    if "signature" in f and not valid_signature_shape(f["signature"]):
+        return bad("signature must be standard base64 (padded) of a 64-byte Ed25519 signature.")
+    if p.event == "propose" and "version" in f and not _is_int(f["version"]):
+        return bad("version must be a whole number (the version this offer creates).")
+    if p.event == "propose" and "signature" in f and "version" not in f:
+        return bad("A signed proposal must name the version it creates (version).")
     return None
 
 

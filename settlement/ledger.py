@@ -437,8 +437,9 @@ def verify_receipt(
 ) -> str | None:
     """Check a saved receipt offline: None when it is valid, else the first fault in words.
 
-    The chain shows nothing was edited; with `public_keys` (key_id -> raw 32-byte
-    Ed25519 key) the signature also shows who issued it.
+    The chain shows nothing was edited; every party signature in the events must
+    verify with its seat's key (protocol 1.1); with `public_keys` (key_id -> raw
+    32-byte Ed25519 key) the server's signature also shows who issued it.
     """
     fault = _check_receipt_fields(receipt) or verify_chain(receipt["events"])
     if fault:
@@ -446,6 +447,11 @@ def verify_receipt(
     for fault in _receipt_checks(receipt):
         if fault:
             return fault
+    from .consent import party_signatures  # consent builds on this module's canonical form
+
+    fault, _ = party_signatures(receipt["events"])
+    if fault:
+        return fault
     if public_keys is not None:
         return _check_signature(receipt, public_keys)
     return None

@@ -53,6 +53,26 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "settlement_webhook_deliveries",
+            "Webhook attempts on this node by outcome (delivered, failed; abandoned messages).",
+            ["outcome"],
+            registry=r,
+        )
+        self._webhook_outcomes = {
+            o: self.webhook_deliveries.labels(o) for o in ("delivered", "failed", "abandoned")
+        }
+        self.webhook_waiting = Gauge(
+            "settlement_webhook_waiting", "Webhook messages waiting (from the store).", registry=r
+        )
+        self.webhook_oldest = Gauge(
+            "settlement_webhook_oldest_waiting_seconds",
+            "Age of the oldest webhook message waiting (from the store; 0 when none).",
+            registry=r,
+        )
+
+    def webhook_outcome(self, outcome: str) -> None:
+        self._webhook_outcomes[outcome].inc()
 
     def command(self, event: str, outcome: str, seconds: float) -> None:
         # Labelled children are looked up once per (event, outcome), not per command.

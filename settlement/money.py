@@ -8,7 +8,7 @@ the maintained `iso4217` data package (not CLDR's, which differ for e.g. IQD).
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import cache
 
 from iso4217 import Currency
@@ -98,7 +98,11 @@ def normalise(value: Decimal, currency: str) -> str:
     """The protocol's string form of an amount: exactly the currency's minor unit."""
     exponent = currency_exponent(currency)
     quantum = Decimal(1).scaleb(-exponent)
-    return format_plain(value.quantize(quantum))
+    # Enough digits for any 40-character amount (the default context has 28: a
+    # configured maximum above 10**28 would make quantize raise).
+    with localcontext() as context:
+        context.prec = MAX_AMOUNT_CHARS + 8
+        return format_plain(value.quantize(quantum))
 
 
 def format_plain(value: Decimal) -> str:

@@ -4,7 +4,8 @@ Nothing here knows about sockets, SQL or clocks: the caller passes `now`.
 A room *is* its event log; `fold`/`apply` rebuild the state from it, and
 `decide` returns the event bodies a command causes (not yet sealed into the
 hash chain) or the `Refusal` that answers it. Checks run in the protocol's
-order: seat (`wrong_party`), `settled`, values, then the room.
+order: seat (`wrong_party`), `settled`, values, then the room, and last the
+party signatures of protocol 1.1 (`signature_required`, `bad_signature`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from . import money
+from . import consent, money
 
 Party = Literal["A", "B"]
 PARTIES: tuple[Party, Party] = ("A", "B")
@@ -34,11 +35,13 @@ class Refusal:
 class Create:
     party: Party
     currency: str
+    public_key: str | None = None  # base64 of the seat's Ed25519 key (shape checked already)
 
 
 @dataclass(frozen=True)
 class Join:
     party: Party | None
+    public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Leave:
 @dataclass(frozen=True)
 class Propose:
     amount: Any  # the raw JSON value; parsed here so the order of checks holds
+    version: int | None = None  # the version this offer creates, if the client says
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Respond:
     decision: Literal["accept", "dispute"]
     version: int
     reason: str | None
+    signature: str | None = None
 
 
 Command = Join | Leave | Propose | Respond
@@ -75,6 +81,9 @@ class RoomState:
     last_response: dict[str, Any] | None = None
     settlement: dict[str, Any] | None = None
     proposals: int = 0
+    # The current seat holders' public keys (base64) and their fingerprints.
+    keys: dict[str, str | None] = field(default_factory=lambda: {"A": None, "B": None})
+    key_ids: dict[str, str | None] = field(default_factory=lambda: {"A": None, "B": None})
 
     def snapshot(self, online: dict[str, bool]) -> dict[str, Any]:
         """The protocol's `state` object, with presence supplied by the caller."""
@@ -84,7 +93,11 @@ class RoomState:
             "status": self.status,
             "currency": self.currency,
             "parties": {
-                p: {"seated": self.seated[p], "online": bool(self.seated[p] and online.get(p))}
+                p: {
+                    "seated": self.seated[p],
+                    "online": bool(self.seated[p] and online.get(p)),
+                    "key_id": self.key_ids[p],
+                }
                 for p in PARTIES
             },
             "offer": dict(self.offer) if self.offer else None,
@@ -101,24 +114,30 @@ def apply(state: RoomState | None, event: dict[str, Any]) -> RoomState:
             raise ValueError("a room's first event must be 'created'")
         seated = {"A": False, "B": False}
         seated[event["party"]] = True
+        key = event.get("public_key")
         return RoomState(
             connection_id=event["connection_id"],
             currency=event["currency"],
             seq=event["seq"],
             last_hash=event["hash"],
             seated=seated,
+            keys={"A": None, "B": None, event["party"]: key},
+            key_ids={"A": None, "B": None, event["party"]: consent.key_id(key)},
         )
     changes: dict[str, Any] = {"seq": event["seq"], "last_hash": event["hash"]}
-    if kind == "joined":
-        changes["seated"] = {**state.seated, event["party"]: True}
-    elif kind == "left":
-        changes["seated"] = {**state.seated, event["party"]: False}
+    if kind in ("joined", "left"):
+        party = event["party"]
+        key = event.get("public_key") if kind == "joined" else None
+        changes["seated"] = {**state.seated, party: kind == "joined"}
+        changes["keys"] = {**state.keys, party: key}
+        changes["key_ids"] = {**state.key_ids, party: consent.key_id(key)}
     elif kind == "proposed":
         changes["status"] = "offer_pending"
         changes["offer"] = {
             "amount": event["amount"],
             "version": event["version"],
             "proposed_at": event["at"],
+            "hash": event["hash"],
         }
         changes["proposals"] = state.proposals + 1
     elif kind in ("disputed", "accepted"):
@@ -177,6 +196,7 @@ def decide_create(connection_id: str, command: Create, now: str) -> list[dict[st
             "party": command.party,
             "at": now,
             "currency": command.currency,
+            "public_key": command.public_key,
         }
     ]
 
@@ -222,12 +242,52 @@ def _decide_join(state: RoomState, command: Join, now: str) -> list[dict[str, An
             "seat_taken",
             f"Party {wanted}'s seat is taken; Party {free}'s seat is free.",
         )
-    return [_event(state, "joined", wanted, now)]
+    return [_event(state, "joined", wanted, now, public_key=command.public_key)]
+
+
+def _keyless_signature(state: RoomState, actor: Party, signature: str | None) -> Refusal | None:
+    """A signature from a seat without a key is malformed input (`bad_request`).
+
+    It needs the room, so it runs first in `decide`, right after the seat is known
+    and before every other check (where the payload-shape step would have put it).
+    """
+    if signature is not None and state.keys[actor] is None:
+        return Refusal(
+            "bad_request",
+            "This seat has no public key, so its commands cannot carry a signature "
+            "(send public_key with create or join to sign).",
+        )
+    return None
+
+
+def _check_signature(
+    state: RoomState, actor: Party, signature: str | None, statement: dict[str, Any]
+) -> Refusal | None:
+    """The last checks: a signing seat must sign, and the signature must verify."""
+    key = state.keys[actor]
+    if key is None:
+        return None
+    if signature is None:
+        return Refusal(
+            "signature_required",
+            f"Party {actor}'s seat has a key, so this command must carry its signature. "
+            "If the key was lost (browser storage cleared), leave and join again for a new one.",
+        )
+    if not consent.verifies(key, signature, statement):
+        return Refusal(
+            "bad_signature",
+            f"The signature does not verify with Party {actor}'s key for this statement "
+            "(check the amount, version and offer it names).",
+        )
+    return None
 
 
 def _decide_propose(
     state: RoomState, actor: Party, command: Propose, now: str, maximum: Decimal
 ) -> list[dict[str, Any]] | Refusal:
+    keyless = _keyless_signature(state, actor, command.signature)
+    if keyless is not None:
+        return keyless
     if actor != "A":
         return Refusal("wrong_party", "Only Party A proposes amounts; Party B accepts or disputes.")
     if state.status == "settled":
@@ -237,13 +297,36 @@ def _decide_propose(
     except money.MoneyError as err:
         return Refusal(err.code, err.message)
     version = (state.offer["version"] if state.offer else 0) + 1
+    if command.version is not None and command.version != version:
+        return Refusal(
+            "stale_offer",
+            f"This proposal would create version {version}, not {command.version}: "
+            "the offer changed. Look at it and propose again.",
+        )
     amount = money.normalise(value, state.currency)
-    return [_event(state, "proposed", actor, now, amount=amount, version=version)]
+    statement = consent.propose_statement(state.connection_id, state.currency, amount, version)
+    refusal = _check_signature(state, actor, command.signature, statement)
+    if refusal is not None:
+        return refusal
+    return [
+        _event(
+            state,
+            "proposed",
+            actor,
+            now,
+            amount=amount,
+            version=version,
+            signature=command.signature,
+        )
+    ]
 
 
 def _decide_respond(
     state: RoomState, actor: Party, command: Respond, now: str
 ) -> list[dict[str, Any]] | Refusal:
+    keyless = _keyless_signature(state, actor, command.signature)
+    if keyless is not None:
+        return keyless
     if actor != "B":
         return Refusal("wrong_party", "Only Party B accepts or disputes; Party A proposes.")
     if state.status == "settled":
@@ -262,8 +345,33 @@ def _decide_respond(
             "already_responded",
             "You already disputed this offer; wait for Party A to propose a new amount.",
         )
+    statement = consent.respond_statement(
+        command.decision, state.connection_id, state.currency, offer, command.reason
+    )
+    refusal = _check_signature(state, actor, command.signature, statement)
+    if refusal is not None:
+        return refusal
+    signature = command.signature
     if command.decision == "dispute":
         return [
-            _event(state, "disputed", actor, now, version=offer["version"], reason=command.reason)
+            _event(
+                state,
+                "disputed",
+                actor,
+                now,
+                version=offer["version"],
+                reason=command.reason,
+                signature=signature,
+            )
         ]
-    return [_event(state, "accepted", actor, now, version=offer["version"], amount=offer["amount"])]
+    return [
+        _event(
+            state,
+            "accepted",
+            actor,
+            now,
+            version=offer["version"],
+            amount=offer["amount"],
+            signature=signature,
+        )
+    ]

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from . import ledger, money, negotiation
+from . import ledger, money, negotiation, webhooks
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .fanout import Fanout
 from .idempotency import Replays, record, scope_of
@@ -61,11 +61,11 @@ def now_iso() -> str:
 def to_command(p: Payload) -> negotiation.Command:
     f = p.fields
     if p.event == "join":
-        return negotiation.Join(f.get("party"))
+        return negotiation.Join(f.get("party"), f.get("public_key"))
     if p.event == "propose":
-        return negotiation.Propose(f["amount"])
+        return negotiation.Propose(f["amount"], f.get("version"), f.get("signature"))
     if p.event == "respond":
-        return negotiation.Respond(f["decision"], f["version"], f.get("reason"))
+        return negotiation.Respond(f["decision"], f["version"], f.get("reason"), f.get("signature"))
     return negotiation.Leave()
 
 
@@ -100,6 +100,7 @@ class Pipeline:
     guesses: GuessLimiter
     metrics: Metrics
     max_amount: Decimal = money.DEFAULT_MAXIMUM
+    webhook_urls: tuple[str, ...] = ()  # every event's message goes to each (webhooks.py)
 
     # -- the order of checks ---------------------------------------------------
 
@@ -170,7 +171,8 @@ class Pipeline:
         party: Party = p.fields["party"]
         for _ in range(MAX_ATTEMPTS):
             cid = new_connection_id()
-            body = negotiation.decide_create(cid, negotiation.Create(party, currency), now_iso())
+            create = negotiation.Create(party, currency, p.fields.get("public_key"))
+            body = negotiation.decide_create(cid, create, now_iso())
             events = seal(ledger.GENESIS_HASH, body)
             room = CachedRoom(negotiation.fold(events), events, {"A": None, "B": None})
             token, nonce = self.mint.new()
@@ -186,6 +188,7 @@ class Pipeline:
                 currency=currency,
                 seats={"A": room.token_hashes["A"], "B": room.token_hashes["B"]},
                 idempotency=record(CREATE_SCOPE, p, cid, ack, nonce),
+                outbox=webhooks.outbox_rows(events, lambda: None, self.webhook_urls),
             )
             try:
                 await self.store.commit(change)
@@ -313,6 +316,9 @@ class Pipeline:
                 currency=new_state.currency,
                 seats=seats,
                 idempotency=kept,
+                outbox=webhooks.outbox_rows(
+                    events, lambda: self.reads.receipt_of(new_room), self.webhook_urls
+                ),
             )
         )
         # Durable from here on: update what this node knows, then tell everyone.

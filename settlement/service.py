@@ -63,6 +63,7 @@ class Service:
         metrics_: metrics.Metrics | None = None,
         nodes: NodesFactory = LocalNode,
         guesses: GuessLimiter | None = None,
+        webhook_urls: tuple[str, ...] = (),
     ) -> None:
         self.store = store
         self.signer = signer
@@ -92,6 +93,7 @@ class Service:
             self.guesses,
             self.metrics,
             max_amount,
+            webhook_urls,
         )
         self.fanout = fanout
         self.draining = False

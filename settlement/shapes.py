@@ -18,6 +18,7 @@ Event = dict[str, Any]
 class PartyView(TypedDict):
     seated: bool
     online: bool
+    key_id: str | None  # 1.1: the fingerprint of the seat's key
 
 
 class Snapshot(TypedDict):

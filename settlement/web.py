@@ -12,10 +12,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import compat, logs, receipt_view, views
+from . import compat, logs, receipt_view, views, webhooks
 from .appkeys import SERVICE
 from .cluster import Cluster
 from .config import Settings
+from .delivery import Deliverer, refresh_metrics
 from .ids import TokenMint
 from .nodes import LocalNode, NodesFactory
 from .realtime import SioPublisher, build_server, client_address
@@ -150,6 +151,7 @@ async def metrics_route(request: web.Request) -> web.Response:
     service: Service = request.app[SERVICE]
     try:
         service.metrics.open_rooms.set(await service.store.count_open_rooms())
+        await refresh_metrics(service.store, service.metrics)
     except Exception:  # the store is down: keep the last figure, still serve the rest
         pass
     body = generate_latest(service.metrics.registry)
@@ -185,7 +187,20 @@ def create_app(settings: Settings) -> web.Application:
     keys = settings.keys_path()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = open_store(settings.database_url, pool_size=settings.db_pool_size)
+        secret = settings.webhook_secret or webhooks.load_or_create_secret(Path(keys))
+        deliverer = None
+        if settings.webhook_urls:
+            deliverer = Deliverer(
+                secret,
+                retry_base=settings.webhook_retry_base,
+                retry_for=settings.webhook_retry_for,
+                lease=settings.webhook_lease,
+            )
+        store = open_store(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            on_outbox=deliverer.wake if deliverer is not None else None,
+        )
         await store.open()
         redis_url = settings.redis_url
         nodes: NodesFactory = LocalNode
@@ -199,13 +214,18 @@ def create_app(settings: Settings) -> web.Application:
             max_amount=settings.max_amount,
             nodes=nodes,
             guesses=GuessLimiter(settings.guess_burst, settings.guess_rate),
+            webhook_urls=settings.webhook_urls,
         )
         sio.service = service
         app[SERVICE] = service
         for route in STORE_ROUTES:
             service.metrics.http_unavailable.labels(route)
         await service.nodes.start()
+        if deliverer is not None:
+            await deliverer.start(store, service.metrics)
         yield
+        if deliverer is not None:
+            await deliverer.close()
         await service.nodes.close()
         await store.close()
 

@@ -10,6 +10,8 @@
   const connId = body.dataset.connectionId || null
   const Seats = window.SettlementSeats
   const Forms = window.SettlementForms
+  // [consent 1.1] static/consent.js signs this seat's commands (see docs/consent.md).
+  const consent = window.SettlementConsent
   const requestId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)),
     (b) => b.toString(16).padStart(2, '0')).join('')
   const FOCUS_NEXT = 'settlement:focus-next' // sessionStorage: focus the controls after a navigation
@@ -46,6 +48,7 @@
     if (seat) Object.assign(auth, { connection_id: connId, token: seat.token })
     else if (connId) auth.connection_id = connId // no seat: follow the room live
     socket = io('/settlement', { auth })
+    if (consent) consent.attach(socket, connId, () => (mine || {}).party) // [consent 1.1]
     let connected = false
     socket.on('connect', () => {
       connected = true
@@ -243,15 +246,19 @@
     if (error) { Forms.markInvalid(form, 'bad_request'); return showError(form, error) }
     payload.request_id = requestId()
     form.setAttribute('aria-busy', 'true')
-    socket.timeout(15000).emit(command, payload, (timeout, ack) => {
+    // [consent 1.1] prepare() adds public_key / version / signature; kept(ack) stores
+    // or forgets the seat's key before the page moves on.
+    const signing = consent ? consent.prepare(command, payload) : Promise.resolve(null)
+    signing.then((kept) => socket.timeout(15000).emit(command, payload, async (timeout, ack) => {
       form.removeAttribute('aria-busy')
       if (timeout) return showError(form, 'The server did not answer in time. Check your connection and try again.', true)
       const code = ack && !ack.ok && ack.error && ack.error.code
       Forms.markInvalid(form, code)
       if (code) return showError(form, describe(ack, command, payload), code === 'unavailable' || code === 'rate_limited')
       showError(form, '')
+      if (kept) await kept(ack)
       if (after[command]) after[command](ack, form, payload)
-    })
+    }))
   })
 
   async function downloadReceipt () {

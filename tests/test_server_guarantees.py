@@ -126,7 +126,8 @@ async def test_two_processes_on_one_database_never_fork_a_room(tmp_path: Path) -
         a1 = await SettlementClient(first.url).connect()
         created = await a1.create("A")
         cid, token = created["connection_id"], created["token"]
-        a2 = await SettlementClient(second.url).connect()
+        # A second tab of seat A signs with the seat's key (protocol 1.1).
+        a2 = await SettlementClient(second.url, key=a1.key).connect()
         await a2.resume(cid, token)
         b = await SettlementClient(second.url).connect()
         await b.join(cid)

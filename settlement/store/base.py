@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 class Conflict(Exception):
@@ -89,9 +89,107 @@ class Commit:
     currency: str
     seats: dict[str, str | None] = field(default_factory=dict)  # party -> token hash
     idempotency: IdempotencyRecord | None = None
+    outbox: list[OutboxRow] = field(default_factory=list)  # webhook messages of `events`
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One webhook message (an event for one endpoint), written with its event."""
+
+    connection_id: str
+    seq: int
+    endpoint: str
+    body: str  # the exact bytes (UTF-8) every attempt sends
+    created: float  # Unix seconds at commit
+
+
+def outbox_heads(rows: list[OutboxRow]) -> list[bool]:
+    """For each row: is it the first of its (connection, endpoint) in `rows`? Only such a
+    row can be due at once (if no earlier message of its queue still waits); the others
+    wait behind it (`next_attempt` NULL) until the one before them is done."""
+    seen: set[tuple[str, str]] = set()
+    heads = []
+    for row in rows:
+        key = (row.connection_id, row.endpoint)
+        heads.append(key not in seen)
+        seen.add(key)
+    return heads
+
+
+@dataclass(frozen=True)
+class WebhookClaim:
+    """A message leased to one node for one attempt."""
+
+    id: int
+    connection_id: str
+    seq: int
+    endpoint: str
+    body: str
+    attempts: int  # this attempt included
+    first_attempt: float  # the retry window runs from here
+    lease: str  # the claim's token: finishing needs it (a lost lease finishes nothing)
+
+
+@dataclass(frozen=True)
+class WebhookRow:
+    """A message as `python -m settlement webhooks` lists it."""
+
+    connection_id: str
+    seq: int
+    endpoint: str
+    state: str  # waiting | delivered | abandoned
+    attempts: int
+    next_attempt: float | None  # None: waits behind an earlier message of its queue
+    created: float
+    last_error: str | None
+
+
+Outcome = Literal["delivered", "failed", "abandoned"]
+
+
+class WebhookQueue(Protocol):
+    """The outbox: messages per (endpoint, connection) in seq order, leased to one node
+    at a time. Times are Unix seconds given by the caller."""
+
+    async def claim(
+        self, owner: str, now: float, lease: float, limit: int, skip: list[str]
+    ) -> list[WebhookClaim]:
+        """Lease up to `limit` due heads of their queues (none of the `skip` endpoints)."""
+        ...
+
+    async def finish(
+        self,
+        claim: WebhookClaim,
+        outcome: Outcome,
+        now: float,
+        next_attempt: float | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record an attempt's outcome if the lease still holds (False: it was lost).
+        `failed` waits until `next_attempt`; `delivered`/`abandoned` makes the next
+        message of the queue due at `now`."""
+        ...
+
+    async def stats(self) -> tuple[int, float | None]:
+        """(messages waiting, `created` of the oldest head waiting or None)."""
+        ...
+
+    async def pending(self) -> list[WebhookRow]:
+        """Every message waiting or abandoned, by connection, endpoint and seq."""
+        ...
+
+    async def redeliver(self, connection_id: str, now: float) -> int | None:
+        """Queue every message of a connection again with a new retry window; how many
+        (None: no such connection)."""
+        ...
 
 
 class Store(Protocol):
+    @property
+    def webhooks(self) -> WebhookQueue:
+        """The webhook outbox, in the same database."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

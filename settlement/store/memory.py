@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable, room_scopes
+from .memory_outbox import MemoryWebhooks
 
 
 @dataclass
@@ -31,6 +32,7 @@ class MemoryData:
 
     rooms: dict[str, _Room] = field(default_factory=dict)
     keys: dict[tuple[str, str], IdempotencyRecord] = field(default_factory=dict)
+    outbox: MemoryWebhooks | None = None  # made by the first store opened on it
     down: bool = False
     commits: int = 0  # commits applied, for tests that count round trips
 
@@ -54,6 +56,9 @@ class MemoryStore:
         self.data = data or MemoryData()
         self.rooms = self.data.rooms
         self.keys = self.data.keys
+        if self.data.outbox is None:
+            self.data.outbox = MemoryWebhooks(self._check, self.rooms.__contains__)
+        self.webhooks = self.data.outbox
 
     @property
     def down(self) -> bool:
@@ -95,6 +100,7 @@ class MemoryStore:
         self.rooms[change.connection_id] = room
         if key is not None and change.idempotency is not None:
             self.keys[key] = change.idempotency
+        self.webhooks.add(change.outbox)
         self.data.commits += 1
 
     async def load_room(self, connection_id: str) -> StoredRoom | None:

@@ -35,6 +35,7 @@ import asyncpg
 import orjson
 import structlog
 
+from . import postgres_outbox
 from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
 
 T = TypeVar("T")
@@ -79,6 +80,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX idempotency_room ON idempotency (connection_id);
     """,
+    # 3: the webhook outbox, written with the events (postgres_outbox.py).
+    postgres_outbox.MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -146,6 +149,7 @@ class PostgresStore:
         pool_size: int = 10,
         command_timeout: float = 5.0,
         connect_timeout: float = 5.0,
+        on_outbox: Callable[[], None] | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
@@ -154,6 +158,8 @@ class PostgresStore:
         self.command_timeout = command_timeout
         self.connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
+        self.on_outbox = on_outbox  # called after a commit that wrote webhook messages
+        self.webhooks = postgres_outbox.PostgresWebhooks(self._connection, self._with_retry)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -249,6 +255,8 @@ class PostgresStore:
             await self._with_retry(lambda: self._commit_once(change))
         except _CommitOutcomeUnknown as exc:
             await self._settle_unknown(change, exc)
+        if change.outbox and self.on_outbox is not None:
+            self.on_outbox()
 
     async def _commit_once(self, change: Commit) -> None:
         async with self._connection() as conn:
@@ -307,6 +315,8 @@ class PostgresStore:
                     for e in change.events
                 ],
             )
+        if change.outbox:
+            await postgres_outbox.insert(conn, change.outbox)
         for party, token_hash in change.seats.items():
             await conn.execute(
                 "INSERT INTO seats (connection_id, party, token_hash) VALUES ($1, $2, $3) "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from .base import (
     IdempotencyRecord,
     StoredRoom,
     Unavailable,
+    outbox_heads,
     room_of_scope,
     room_scopes,
 )
+from .sqlite_outbox import INBOX_OUTBOX, WEBHOOKS, SQLiteWebhooks
 
 # 2: no index on idempotency (connection_id): a room's records are read by
 # their scopes, a prefix of the primary key (one page less written per command).
@@ -49,8 +52,9 @@ from .base import (
 # by number they sit together at the end of each index. Half the bytes written
 # per command (WAL and checkpoints: 23 -> 12 KB at 2,900 commands/s), and with
 # them the fsync and checkpoint stalls that set the p99 latency.
-# Older files are migrated once on start (`_migrate`).
-SCHEMA_VERSION = 4
+# 5: the webhook outbox (`webhooks`, sqlite_outbox.py), written with the events.
+# Older files are migrated once on start (`_migrate`, then the new table).
+SCHEMA_VERSION = 5
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 TABLES = """
 CREATE TABLE IF NOT EXISTS rooms{v} (
@@ -112,14 +116,16 @@ INSERT INTO idempotency_v4
 """
 MIGRATED = ("rooms", "events", "seats", "idempotency")
 
-# A batch of commits goes in as one row of five JSON arrays (new rooms, moved
-# rooms, events, seats, idempotency records), each a list of rows; the trigger
+# A batch of commits goes in as one row of six JSON arrays (new rooms, moved
+# rooms, events, seats, idempotency records, webhook messages), each a list of
+# rows; the trigger
 # writes them all, giving each row its room's number.
 # Any row that breaks a rule (a room whose seq is no longer the one the decision
 # was made on, a taken (room, seq), a used request_id) aborts the whole statement.
 INBOX = """
 CREATE TEMP VIEW IF NOT EXISTS inbox AS
-  SELECT NULL AS new_rooms, NULL AS moves, NULL AS events, NULL AS seats, NULL AS keys;
+  SELECT NULL AS new_rooms, NULL AS moves, NULL AS events, NULL AS seats, NULL AS keys,
+    NULL AS outbox;
 CREATE TEMP TRIGGER IF NOT EXISTS inbox_write INSTEAD OF INSERT ON inbox BEGIN
   SELECT RAISE(ABORT, 'a room moved on') FROM json_each(NEW.moves) AS m
     WHERE NOT EXISTS (
@@ -142,19 +148,21 @@ CREATE TEMP TRIGGER IF NOT EXISTS inbox_write INSTEAD OF INSERT ON inbox BEGIN
     SELECT (SELECT room FROM rooms WHERE connection_id = value->>2),
       value->>0, value->>1, value->>2, value->>3, value->>4, value->>5
     FROM json_each(NEW.keys);
-END;
-"""
+{outbox}END;
+""".replace("{outbox}", INBOX_OUTBOX)
 INBOX_INSERT = (
-    "INSERT INTO temp.inbox (new_rooms, moves, events, seats, keys) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO temp.inbox (new_rooms, moves, events, seats, keys, outbox) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
-def inbox_payload(batch: list[Commit]) -> tuple[str, str, str, str, str]:
+def inbox_payload(batch: list[Commit]) -> tuple[str, str, str, str, str, str]:
     new_rooms: list[tuple[Any, ...]] = []
     moves: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     seats: list[tuple[Any, ...]] = []
     keys: list[tuple[Any, ...]] = []
+    messages = [row for change in batch for row in change.outbox]
     for change in batch:
         cid = change.connection_id
         last_seq = change.events[-1]["seq"] if change.events else change.base_seq
@@ -170,13 +178,18 @@ def inbox_payload(batch: list[Commit]) -> tuple[str, str, str, str, str]:
             seats.append((cid, party, token_hash))
         if change.idempotency is not None:
             keys.append(change.idempotency.row())
-    # Five parameters, not one array: each json_each parses only its own rows.
+    outbox = [
+        (m.connection_id, m.seq, m.endpoint, m.body, m.created, head)
+        for m, head in zip(messages, outbox_heads(messages), strict=True)
+    ]
+    # Six parameters, not one array: each json_each parses only its own rows.
     return (
         orjson.dumps(new_rooms).decode(),
         orjson.dumps(moves).decode(),
         orjson.dumps(events).decode(),
         orjson.dumps(seats).decode(),
         orjson.dumps(keys).decode(),
+        orjson.dumps(outbox).decode(),
     )
 
 
@@ -236,9 +249,13 @@ WAL_PAGES_LIMIT = 10_000
 
 
 class SQLiteStore:
-    def __init__(self, path: str, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, path: str, *, max_batch: int = 256, on_outbox: Callable[[], None] | None = None
+    ) -> None:
         self.path = path
         self.max_batch = max_batch
+        self.on_outbox = on_outbox  # called after a commit that wrote webhook messages
+        self.webhooks = SQLiteWebhooks(self._run_write, self._run_reader)
         self._write = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._read = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._ckpt = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
@@ -279,6 +296,9 @@ class SQLiteStore:
                 f"{SCHEMA_VERSION}: run the newer server (nothing was changed)"
             )
         _migrate(conn)
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'webhooks'").fetchone() is None:
+            conn.executescript(WEBHOOKS)
+            log.info("schema_migrated", schema=5, table="webhooks")
         conn.executescript(INDEXES)
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
@@ -372,13 +392,17 @@ class SQLiteStore:
                 err = Unavailable(f"the database could not commit: {exc}")
                 outcomes = [err] * len(batch)
             self._checkpoint_soon(len(batch))
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            wrote_outbox = False
+            for (change, future), outcome in zip(batch, outcomes, strict=True):
+                wrote_outbox = wrote_outbox or (outcome is None and bool(change.outbox))
                 if future.done():
                     continue
                 if outcome is None:
                     future.set_result(None)
                 else:
                     future.set_exception(outcome)
+            if wrote_outbox and self.on_outbox is not None:
+                self.on_outbox()
 
     def _write_batch(
         self, payload: tuple[str, ...], batch: list[Commit]
@@ -428,6 +452,15 @@ class SQLiteStore:
             raise
         return outcomes
 
+    async def _run_write(self, fn: Any, *args: Any) -> Any:
+        """`fn(writer connection, *args)` on the writer thread, between group commits."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._write, fn, self._wconn, *args
+            )
+        except sqlite3.Error as exc:
+            raise Unavailable(str(exc)) from exc
+
     # -- reads --------------------------------------------------------------
 
     async def _run_read(self, fn: Any, *args: Any) -> Any:
@@ -435,6 +468,10 @@ class SQLiteStore:
             return await asyncio.get_running_loop().run_in_executor(self._read, fn, *args)
         except sqlite3.Error as exc:
             raise Unavailable(str(exc)) from exc
+
+    async def _run_reader(self, fn: Any, *args: Any) -> Any:
+        """`fn(reader connection, *args)` on the reader thread."""
+        return await self._run_read(fn, self._rconn, *args)
 
     def _load_room(self, connection_id: str) -> StoredRoom | None:
         conn = self._rconn

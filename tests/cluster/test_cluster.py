@@ -155,7 +155,8 @@ async def test_both_nodes_racing_on_one_room_never_fork_it(cluster: Cluster) -> 
     a1 = await SettlementClient(n1.url).connect()
     created = await a1.create("A")
     cid = created["connection_id"]
-    a2 = await SettlementClient(n2.url).connect()
+    # Seat A's second tab signs with the seat's key (protocol 1.1).
+    a2 = await SettlementClient(n2.url, key=a1.key).connect()
     await a2.resume(cid, created["token"])
 
     async def hammer(client: SettlementClient, base: int) -> list[int]:

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from settlement import ledger
+from settlement.consent import valid_public_key, valid_signature_shape
 from tests.conftest import ServerProcess
 from tests.protocol.bots import ERROR_CODES
 
@@ -49,11 +50,11 @@ RESERVED = [
     "*",
 ]
 ALLOWED = {
-    "create": {"party", "currency"},
-    "join": {"connection_id", "party"},
+    "create": {"party", "currency", "public_key"},
+    "join": {"connection_id", "party", "public_key"},
     "resume": {"connection_id", "token"},
-    "propose": {"amount"},
-    "respond": {"decision", "version", "reason"},
+    "propose": {"amount", "version", "signature"},
+    "respond": {"decision", "version", "reason", "signature"},
     "leave": set(),
     "history": {"after_seq"},
     "receipt": set(),
@@ -216,6 +217,13 @@ def garbage(draw: st.DrawFn) -> tuple[str, Any, tuple[Any, ...]]:
     return role, event, (draw(bad_field(event, role)),)
 
 
+# Protocol 1.1: keys and signatures of the wrong shape, and (from the fuzz
+# sockets, which hold no key) well-formed signatures from keyless seats.
+bad_key = values.filter(lambda v: v is not None and not valid_public_key(v))
+bad_sig = values.filter(lambda v: v is not None and not valid_signature_shape(v))
+keyless_sig = st.one_of(bad_sig, st.just("A" * 86 + "=="), st.just("/" * 85 + "w=="))
+
+
 def bad_field(event: str, role: str) -> st.SearchStrategy[dict[str, Any]]:
     """A payload with known keys only, at least one of them wrong."""
     any_value = values
@@ -223,7 +231,21 @@ def bad_field(event: str, role: str) -> st.SearchStrategy[dict[str, Any]]:
         amount = values.filter(
             lambda v: not (isinstance(v, str) and AMOUNT_OK.fullmatch(v) and v.strip("0."))
         )
-        return st.fixed_dictionaries({"amount": amount})
+        return st.one_of(
+            st.fixed_dictionaries({"amount": amount}),
+            st.fixed_dictionaries(
+                {"amount": st.just("5"), "signature": keyless_sig},
+                optional={"version": st.integers(-3, 10**20)},
+            ),
+            st.fixed_dictionaries(
+                {
+                    "amount": st.just("5"),
+                    "version": values.filter(
+                        lambda v: v is not None and (not isinstance(v, int) or isinstance(v, bool))
+                    ),
+                }
+            ),
+        )
     if event == "respond":
         stale = st.one_of(st.integers(10**6, 10**40), st.integers(max_value=-1))
         return st.one_of(
@@ -255,6 +277,13 @@ def bad_field(event: str, role: str) -> st.SearchStrategy[dict[str, Any]]:
             st.fixed_dictionaries(
                 {"decision": st.just("accept"), "version": stale, "reason": text}
             ),
+            st.fixed_dictionaries(
+                {
+                    "decision": st.sampled_from(["accept", "dispute"]),
+                    "version": st.integers(1, 5),
+                    "signature": keyless_sig,
+                }
+            ),
         )
     if event == "history":
         return st.fixed_dictionaries(
@@ -281,6 +310,7 @@ def bad_field(event: str, role: str) -> st.SearchStrategy[dict[str, Any]]:
                     ),
                 }
             ),
+            st.fixed_dictionaries({"party": st.sampled_from(["A", "B"]), "public_key": bad_key}),
         )
     if event == "join":
         return st.fixed_dictionaries(

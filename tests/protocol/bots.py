@@ -42,19 +42,20 @@ STATE_KEYS = {
     "last_response",
     "settlement",
 }
-OFFER_KEYS = {"amount", "version", "proposed_at"}
+OFFER_KEYS = {"amount", "version", "proposed_at", "hash"}  # `hash`: protocol 1.1
+PARTY_KEYS = {"seated", "online", "key_id"}  # `key_id`: protocol 1.1
 RESPONSE_KEYS = {"decision", "version", "reason", "at"}
 SETTLEMENT_KEYS = {"amount", "currency", "version", "settled_at", "receipt_id"}
 STATUSES = {"awaiting_offer", "offer_pending", "disputed", "settled"}
 
 EVENT_BASE_KEYS = {"connection_id", "seq", "type", "party", "at", "prev_hash", "hash"}
 EVENT_EXTRA_KEYS = {
-    "created": {"currency"},
-    "joined": set(),
+    "created": {"currency", "public_key"},
+    "joined": {"public_key"},
     "left": set(),
-    "proposed": {"amount", "version"},
-    "disputed": {"version", "reason"},
-    "accepted": {"version", "amount"},
+    "proposed": {"amount", "version", "signature"},
+    "disputed": {"version", "reason", "signature"},
+    "accepted": {"version", "amount", "signature"},
 }
 RECEIPT_KEYS = {
     "connection_id",
@@ -87,6 +88,9 @@ ERROR_CODES = {
     "idempotency_mismatch",
     "rate_limited",
     "unavailable",
+    # Protocol 1.1, "Error codes added".
+    "signature_required",
+    "bad_signature",
 }
 
 
@@ -145,7 +149,9 @@ def assert_state_shape(state: dict[str, Any]) -> None:
     assert isinstance(state["currency"], str)
     assert set(state["parties"]) == {"A", "B"}
     for p in ("A", "B"):
-        assert set(state["parties"][p]) == {"seated", "online"}
+        assert set(state["parties"][p]) == PARTY_KEYS
+        key_id = state["parties"][p]["key_id"]
+        assert key_id is None or re.fullmatch(r"[0-9a-f]{16}", key_id), key_id
         assert isinstance(state["parties"][p]["seated"], bool)
         assert isinstance(state["parties"][p]["online"], bool)
     if state["offer"] is not None:

@@ -31,8 +31,8 @@ async def test_create_as_a_acks_exact_shape_and_initial_state(shared_server, bot
     assert state["status"] == "awaiting_offer"
     assert state["currency"] == "USD"
     assert state["parties"] == {
-        "A": {"seated": True, "online": True},
-        "B": {"seated": False, "online": False},
+        "A": {"seated": True, "online": True, "key_id": None},
+        "B": {"seated": False, "online": False, "key_id": None},
     }
     assert state["offer"] is None
     assert state["last_response"] is None
@@ -44,8 +44,8 @@ async def test_create_as_b_seats_b_and_leaves_a_free(shared_server, bots):
     ack = await bot.create("B")
     assert ack["party"] == "B"
     assert ack["state"]["parties"] == {
-        "A": {"seated": False, "online": False},
-        "B": {"seated": True, "online": True},
+        "A": {"seated": False, "online": False, "key_id": None},
+        "B": {"seated": True, "online": True, "key_id": None},
     }
 
 
@@ -66,7 +66,7 @@ async def test_create_sends_state_snapshot_to_creator(shared_server, bots):
     ack = await bot.create("A")
     snap = await bot.wait_state_seq(1)
     assert snap["connection_id"] == ack["connection_id"]
-    assert snap["parties"]["A"] == {"seated": True, "online": True}
+    assert snap["parties"]["A"] == {"seated": True, "online": True, "key_id": None}
 
 
 async def test_create_without_request_id_is_accepted(shared_server, bots):
@@ -132,8 +132,8 @@ async def test_join_takes_free_seat_b_and_acks_exact_shape(shared_server, bots):
     assert st["seq"] == 2
     assert st["status"] == "awaiting_offer"
     assert st["parties"] == {
-        "A": {"seated": True, "online": True},
-        "B": {"seated": True, "online": True},
+        "A": {"seated": True, "online": True, "key_id": None},
+        "B": {"seated": True, "online": True, "key_id": None},
     }
 
 
@@ -174,7 +174,7 @@ async def test_join_sends_snapshot_to_both_seats(shared_server, bots):
     snap_a = await a.wait_state_seq(2)
     snap_b = await b.wait_state_seq(2)
     assert snap_a == snap_b
-    assert snap_a["parties"]["B"] == {"seated": True, "online": True}
+    assert snap_a["parties"]["B"] == {"seated": True, "online": True, "key_id": None}
 
 
 async def test_join_named_seat_taken_while_other_free_is_seat_taken(shared_server, bots):

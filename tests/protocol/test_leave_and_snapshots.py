@@ -69,7 +69,7 @@ async def test_leave_gives_every_socket_of_the_seat_one_last_state_then_nothing(
     start_a, start_a2 = len(a.states), len(a2.states)
     assert await a.call("leave", {}) == {"ok": True}
     last_b = await b.wait_state_seq(3)
-    assert last_b["parties"]["A"] == {"seated": False, "online": False}
+    assert last_b["parties"]["A"] == {"seated": False, "online": False, "key_id": None}
     for bot, start in ((a, start_a), (a2, start_a2)):
         last = await bot.wait_for("state", lambda s: s["seq"] == 3, start=start)
         assert last["parties"]["A"]["seated"] is False
@@ -92,14 +92,14 @@ async def test_leave_frees_seat_and_records_left_then_joined(shared_server, bots
     assert_ok(await a.propose("10"))
     assert await b.call("leave", {}) == {"ok": True}
     snap = await a.wait_state_seq(4)
-    assert snap["parties"]["B"] == {"seated": False, "online": False}
+    assert snap["parties"]["B"] == {"seated": False, "online": False, "key_id": None}
     assert snap["offer"]["amount"] == "10.00"  # the negotiation is kept
     assert snap["status"] == "offer_pending"
     c = await bots(shared_server)
     ack = await c.join(a.connection_id)
     assert ack["party"] == "B"
     assert ack["token"] != b.token
-    assert ack["state"]["parties"]["B"] == {"seated": True, "online": True}
+    assert ack["state"]["parties"]["B"] == {"seated": True, "online": True, "key_id": None}
     events = await a.all_events()
     assert [(e["type"], e["party"]) for e in events] == [
         ("created", "A"),
@@ -140,7 +140,7 @@ async def test_leave_settled_room_stays_settled(shared_server, bots):
     settled = assert_ok(await b.respond("accept", 1))["state"]
     assert await a.call("leave", {}) == {"ok": True}
     snap = await b.wait_state_seq(5)
-    assert snap["parties"]["A"] == {"seated": False, "online": False}
+    assert snap["parties"]["A"] == {"seated": False, "online": False, "key_id": None}
     assert snap["status"] == "settled"
     assert snap["settlement"] == settled["settlement"]
     x = await bots(shared_server)

@@ -38,6 +38,7 @@ async def test_propose_versions_rise_1_2_3_and_seq_rises(shared_server, bots):
         "amount": "12.00",
         "version": 3,
         "proposed_at": snap["offer"]["proposed_at"],
+        "hash": snap["offer"]["hash"],  # protocol 1.1
     }
 
 

@@ -247,7 +247,7 @@ async def test_seat_stays_online_while_another_socket_holds_it(shared_server, bo
     await asyncio.sleep(0.3)
     assert_ok(await a.propose("1"))
     snap = await b.wait_state_seq(3)
-    assert snap["parties"]["A"] == {"seated": True, "online": True}
+    assert snap["parties"]["A"] == {"seated": True, "online": True, "key_id": None}
 
 
 async def test_old_socket_disconnect_after_leave_does_not_touch_new_holder(shared_server, bots):
@@ -260,9 +260,9 @@ async def test_old_socket_disconnect_after_leave_does_not_touch_new_holder(share
     await a.close()  # the former A socket drops its link
     await asyncio.sleep(0.4)
     for s in b.states[start:]:
-        assert s["parties"]["A"] == {"seated": True, "online": True}, s
+        assert s["parties"]["A"] == {"seated": True, "online": True, "key_id": None}, s
     ack = assert_ok(await x.propose("2"))
-    assert ack["state"]["parties"]["A"] == {"seated": True, "online": True}
+    assert ack["state"]["parties"]["A"] == {"seated": True, "online": True, "key_id": None}
 
 
 async def test_html_fragments_are_elements_with_id_and_oob_swap(shared_server, bots):

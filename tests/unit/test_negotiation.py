@@ -37,8 +37,8 @@ def test_a_fresh_room_awaits_an_offer_with_the_creator_seated() -> None:
     assert snap["status"] == "awaiting_offer"
     assert snap["seq"] == 1
     assert snap["parties"] == {
-        "A": {"seated": False, "online": False},
-        "B": {"seated": True, "online": True},
+        "A": {"seated": False, "online": False, "key_id": None},
+        "B": {"seated": True, "online": True, "key_id": None},
     }
     assert snap["offer"] is None and snap["last_response"] is None and snap["settlement"] is None
     assert log[0]["type"] == "created" and log[0]["currency"] == "JPY"
@@ -48,7 +48,12 @@ def test_a_may_propose_before_b_joins_and_versions_rise() -> None:
     state, log = start()
     state = step(state, log, "A", Propose("10"))
     state = step(state, log, "A", Propose("11.5"))
-    assert state.offer == {"amount": "11.50", "version": 2, "proposed_at": NOW}
+    assert state.offer == {
+        "amount": "11.50",
+        "version": 2,
+        "proposed_at": NOW,
+        "hash": log[-1]["hash"],
+    }
     assert state.status == "offer_pending"
 
 
