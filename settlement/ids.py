@@ -20,11 +20,19 @@ def new_connection_id() -> str:
     return f"{chars[0:4]}-{chars[4:8]}-{chars[8:12]}"
 
 
+#: A pasted id may carry spaces (leading, trailing, or between groups); at most this long.
+MAX_RAW_ID = 64
+
+
 def normalise_connection_id(raw: object) -> str | None:
-    """The canonical form of an id typed in any case, with or without hyphens; else None."""
-    if not isinstance(raw, str) or len(raw) > 32:
+    """The canonical form of an id typed in any case, with or without hyphens; else None.
+
+    Whitespace anywhere (a leading space, `K7QF 3MZP XW2D`, a tab or a
+    non-breaking space from a copied text) is ignored like a hyphen.
+    """
+    if not isinstance(raw, str) or len(raw) > MAX_RAW_ID:
         return None
-    chars = raw.replace("-", "").upper()
+    chars = "".join(raw.split()).replace("-", "").upper()
     if len(chars) != 12 or not set(chars) <= _CROCKFORD_SET:
         return None
     return f"{chars[0:4]}-{chars[4:8]}-{chars[8:12]}"

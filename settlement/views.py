@@ -1,9 +1,15 @@
 """Browser pages and the HTML fragments the server pushes to them.
 
 The negotiation page is rendered for nobody in particular (the seat token lives
-only in the tab's `sessionStorage`); the socket then resumes the seat and the
+only in the browser's storage); the socket then resumes the seat and the
 server sends `render_fragments(...)` for that party, which the page swaps in by
 element id (htmx out-of-band swaps, see `static/app.js` and `docs/browser.md`).
+A reader without a seat (`party=None`: the invite link, a visitor) is shown
+whether a seat is free and the status in words, never amounts, reasons or the
+history.
+
+The pages' text is English, so they are `lang="en"` and amounts are written the
+English way (`$1,250.50`) whatever the browser's language.
 
 Everything here is pure formatting: a state snapshot and the event log in, HTML
 out. Amounts stay `Decimal` from the protocol's exact strings, never floats.
@@ -29,11 +35,15 @@ from babel.numbers import get_currency_name, parse_pattern
 from iso4217 import Currency
 
 from settlement import appkeys
+from settlement import page_text as text
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "static"
 DEFAULT_LOCALE = "en_US"
+#: The languages the pages' text is written in, by language subtag. Only English
+#: today; a translation would add its catalogue and an entry here.
+PAGE_LOCALES = {"en": "en_US"}
 
 #: Shown first in the landing page's Currency select; every other active code follows.
 COMMON_CURRENCIES = (
@@ -108,8 +118,7 @@ async def negotiation_page(request: web.Request) -> web.Response:
             status=404,
         )
     context = view_model(room.state, room.events, None, locale)
-    page_url = str(request.url.with_query(None).with_fragment(None))
-    context.update(lang=_lang(locale), page="negotiation", oob=False, page_url=page_url)
+    context.update(lang=_lang(locale), page="negotiation", oob=False)
     return _page(request, "negotiation.html", context)
 
 
@@ -157,7 +166,10 @@ def _timeline(state: dict, events: list[dict], party: str | None, locale: str) -
 
 
 def view_model(state: dict, events: list[dict], party: str | None, locale: str) -> dict[str, Any]:
-    """Everything the page and fragment templates show, already in words."""
+    """Everything the page and fragment templates show, already in words.
+
+    `party=None` is a reader without a seat: no amount, reason or history.
+    """
     currency = str(state.get("currency") or "USD")
     other = {"A": "B", "B": "A"}.get(party or "")
     status = str(state.get("status") or "awaiting_offer")
@@ -166,145 +178,58 @@ def view_model(state: dict, events: list[dict], party: str | None, locale: str) 
     def money(amount: object) -> str:
         return format_amount(str(amount), currency, locale)
 
-    offer = state.get("offer")
+    offer = state.get("offer") if party else None
     parties = state.get("parties") or {}
     free = [p for p in ("A", "B") if not (parties.get(p) or {}).get("seated")]
     audience = party or "none"
+    exponent = _exponent(currency)
+    show_invite = bool(party) and not settled and bool(free)
     return {
         "connection_id": state.get("connection_id", ""),
+        "seq": int(state.get("seq") or 0),
         "party": party,
         "other": other,
         "currency": currency,
         "currency_name": _currency_name(currency, locale),
-        "exponent": _exponent(currency),
-        "amount_example": "1250"
-        + ("." + "50".ljust(_exponent(currency), "0") if _exponent(currency) else ""),
+        "exponent": exponent,
+        "amount_example": _example("1,250", exponent),
+        "amount_plain": _example("1250", exponent),
         "status": status,
-        "status_label": STATUS_LABELS.get(status, status),
-        "status_text": status_sentence(state, party, money),
-        "presence": presence_lines(state, events, party),
+        "status_label": text.STATUS_LABELS.get(status, status),
+        "status_text": text.status_sentence(state, party, money),
+        "presence": text.presence_lines(state, events, party),
         "offer": offer and {"amount": money(offer["amount"]), "version": offer["version"]},
-        "last_reason": _last_reason(state) if status == "disputed" else None,
+        "last_reason": text.last_reason(state) if party and status == "disputed" else None,
         "can_answer": status == "offer_pending" and offer is not None,
-        "answer_note": _answer_note(status),
+        "answer_note": text.answer_note(status),
+        "disabled_reason": text.disabled_reason(status),
         "free_seats": free,
         "audience": audience,
-        "controls_key": f"{audience}:{'settled' if settled else 'open'}",
-        "final": _final(state, events, money, locale) if settled else None,
-        "history": [_history_line(e, money, locale) for e in events],
+        # A visitor's join offer lists the free seats, so its key names them.
+        "controls_key": f"{audience}:{'settled' if settled else 'open'}"
+        + ("" if party else ":" + "".join(free)),
+        "show_invite": show_invite,
+        "invite_path": f"/c/{state.get('connection_id', '')}",
+        "final": _final(state, events, money, locale) if settled and party else None,
+        "history": [_history_line(e, money, locale) for e in events] if party else None,
+        "announce": text.announcement(events, party, money),
     }
 
 
-STATUS_LABELS = {
-    "awaiting_offer": "Waiting for an offer",
-    "offer_pending": "Offer waiting for an answer",
-    "disputed": "Disputed",
-    "settled": "Settled",
-}
-
-
-def status_sentence(state: dict, party: str | None, money: Any) -> str:
-    """The current status in words, from this reader's point of view."""
-    status = state.get("status")
-    offer = state.get("offer") or {}
-    amount = money(offer["amount"]) if offer.get("amount") else ""
-    if status == "settled":
-        done = state.get("settlement") or {}
-        return f"Settled at {money(done.get('amount', offer.get('amount', '0')))}. This is final."
-    if status == "offer_pending":
-        if party == "A":
-            return (
-                f"Your offer of {amount} is waiting for Party B's answer. You can still change it."
-            )
-        if party == "B":
-            return f"Party A offers {amount}. Accept it, or dispute it with an optional reason."
-        return f"Party A offers {amount}; waiting for Party B's answer."
-    if status == "disputed":
-        if party == "A":
-            return f"Party B disputed your offer of {amount}. Make a new offer."
-        if party == "B":
-            return f"You disputed {amount}. Waiting for a new offer from Party A."
-        return f"Party B disputed {amount}; waiting for a new offer from Party A."
-    if party == "A":
-        return "Make an offer: type an amount and press Submit."
-    return "Waiting for Party A's first offer."
-
-
-def presence_lines(state: dict, events: list[dict], party: str | None) -> list[str]:
-    """The counterparty's presence (both parties' for an unseated reader)."""
-    parties = state.get("parties") or {}
-    arrived = {e.get("party") for e in events if e.get("type") in ("created", "joined")}
-    shown = [p for p in ("A", "B") if p != party] if party else ["A", "B"]
-    lines = []
-    for p in shown:
-        info = parties.get(p) or {}
-        if info.get("seated") and info.get("online"):
-            lines.append(f"Party {p} is online.")
-        elif info.get("seated"):
-            lines.append(f"Party {p} is offline; their seat is kept.")
-        elif p in arrived:
-            lines.append(f"Party {p} left; the seat is free.")
-        else:
-            lines.append(f"Party {p} has not joined yet.")
-    return lines
-
-
-def _last_reason(state: dict) -> str | None:
-    response = state.get("last_response") or {}
-    reason = response.get("reason") if response.get("decision") == "dispute" else None
-    return str(reason) if reason else None
-
-
-def _answer_note(status: str) -> str:
-    return {
-        "awaiting_offer": "Nothing to answer yet: Party A has not made an offer.",
-        "disputed": "You disputed this offer. You can answer again when Party A makes a new one.",
-    }.get(status, "")
+def _example(whole: str, exponent: int) -> str:
+    return whole + ("." + "50".ljust(exponent, "0") if exponent else "")
 
 
 def _final(state: dict, events: list[dict], money: Any, locale: str) -> dict[str, Any]:
-    done = state.get("settlement") or {}
-    answers = sum(1 for e in events if e.get("type") in ("disputed", "accepted"))
-    offers = sum(1 for e in events if e.get("type") == "proposed")
-    return {
-        "amount": money(done.get("amount", "0")),
-        "currency": done.get("currency", state.get("currency", "")),
-        "at": str(done.get("settled_at", "")),
-        "at_text": format_time(str(done.get("settled_at", "")), locale),
-        "rounds": max(answers, 1),
-        "offers": offers or done.get("version", 0),
-        "receipt_id": str(done.get("receipt_id", "")),
-    }
+    facts = text.final_facts(state, events, money)
+    facts["at_text"] = format_time(facts["at"], locale)
+    return facts
 
 
 def _history_line(event: dict, money: Any, locale: str) -> dict[str, Any]:
-    kind = event.get("type")
-    who = f"Party {event.get('party', '?')}"
-    reason = None
-    if kind == "created":
-        text = f"{who} opened the connection in {event.get('currency', '')}."
-    elif kind == "joined":
-        text = f"{who} joined."
-    elif kind == "left":
-        text = f"{who} left."
-    elif kind == "proposed":
-        verb = "offered" if event.get("version") == 1 else "changed the offer to"
-        text = f"{who} {verb} {money(event.get('amount', '0'))} (version {event.get('version')})."
-    elif kind == "disputed":
-        reason = event.get("reason")
-        text = f"{who} disputed version {event.get('version')}" + (":" if reason else ".")
-    elif kind == "accepted":
-        text = f"{who} accepted {money(event.get('amount', '0'))} (version {event.get('version')})."
-    else:
-        text = f"{who}: {kind}."
-    at = str(event.get("at", ""))
-    return {
-        "kind": kind,
-        "text": text,
-        "reason": reason,
-        "at": at,
-        "at_text": format_time(at, locale),
-    }
+    line = text.history_line(event, money)
+    line["at_text"] = format_time(line["at"], locale)
+    return line
 
 
 # --------------------------------------------------------------------------- formatting
@@ -337,7 +262,14 @@ def format_time(iso: str, locale: str) -> str:
 
 
 def negotiate_locale(accept_language: str | None) -> str:
-    """The best Babel locale name for an Accept-Language header (fallback `en_US`)."""
+    """The Babel locale the pages use for an Accept-Language header.
+
+    The pages' text exists in English only, so every reader gets `en_US`
+    (`lang="en"`, `$1,250.50`) whatever the browser's language: a German
+    browser is not shown German number formats inside English sentences. The
+    header is still read, so that a translation only needs an entry in
+    `PAGE_LOCALES`.
+    """
     if not accept_language:
         return DEFAULT_LOCALE
     ranked: list[tuple[float, int, str]] = []
@@ -353,12 +285,10 @@ def negotiate_locale(accept_language: str | None) -> str:
                     quality = 0.0
         tag = tag.strip()
         if quality > 0 and _LANG_RE.fullmatch(tag):
-            ranked.append((-quality, index, tag))
-    for _, _, tag in sorted(ranked):
-        try:
-            return str(_locale_from_tag(tag))
-        except (ValueError, UnknownLocaleError):
-            continue
+            ranked.append((-quality, index, tag.split("-")[0].lower()))
+    for _, _, language in sorted(ranked):
+        if language in PAGE_LOCALES:
+            return PAGE_LOCALES[language]
     return DEFAULT_LOCALE
 
 
@@ -394,11 +324,6 @@ def _locale(name: str) -> Locale:
         return Locale.parse(DEFAULT_LOCALE)
 
 
-@cache
-def _locale_from_tag(tag: str) -> Locale:
-    return Locale.parse(tag, sep="-")
-
-
 def _currency_name(code: str, locale: str) -> str:
     try:
         return str(get_currency_name(code, locale=_locale(locale)))
@@ -407,4 +332,5 @@ def _currency_name(code: str, locale: str) -> str:
 
 
 def _lang(locale: str) -> str:
-    return locale.replace("_", "-")
+    """The page's `lang`: the language of its text (`en`), not a region."""
+    return locale.partition("_")[0]

@@ -43,3 +43,27 @@ def offer_shown(page: Page, text: str) -> None:
 
 def status(page: Page):  # noqa: ANN201 - a Locator
     return page.locator("#status")
+
+
+#: A person reads an amount before answering it; the page refuses an Accept or
+#: Dispute within one second of the offer changing (the one-second guard).
+READ_MS = 1_100
+
+
+def answer(page: Page, decision: str) -> None:
+    """Press Accept or Dispute as a person would: a second after the offer appeared."""
+    page.wait_for_timeout(READ_MS)
+    page.get_by_role("button", name=decision, exact=True).click()
+
+
+def assert_no_axe_violations(page: Page, state: str) -> None:
+    """axe-core (shipped inside axe-playwright-python) finds nothing on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    found = [
+        f"{v['id']} ({v['impact']}): {v['help']} -> "
+        + "; ".join(n["target"][0] if n["target"] else "?" for n in v["nodes"])
+        for v in results.response["violations"]
+    ]
+    assert not found, f"axe-core on {state}:\n" + "\n".join(found)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .helpers import create, join, offer_shown, propose, status
+from .helpers import READ_MS, answer, create, join, offer_shown, propose, status
 
 pytestmark = pytest.mark.browser
 
@@ -67,7 +67,7 @@ def test_error_acks_show_next_to_the_control(server, open_page: OpenPage) -> Non
     create(a, server.url, "A", "KWD")
     amount = a.get_by_label("Amount", exact=True)
     expect(a.locator("#amount-hint")).to_contain_text("up to 3 decimals")
-    for bad in ["1,250", "12.5000", "-5", ""]:
+    for bad in ["1250,5", "1,25", "12.5000", "-5", ""]:
         amount.fill(bad)
         a.get_by_role("button", name="Submit", exact=True).click()
         expect(a.locator("#propose-error")).not_to_be_empty()
@@ -114,6 +114,7 @@ def test_keyboard_only(server, open_page: OpenPage) -> None:
     tab_to(b, "Reason")
     b.keyboard.type("Not yet")
     tab_to(b, "Dispute")
+    b.wait_for_timeout(READ_MS)
     b.keyboard.press("Enter")
     expect(status(a)).to_contain_text("Not yet")
     a.get_by_label("Amount", exact=True).focus()
@@ -122,18 +123,35 @@ def test_keyboard_only(server, open_page: OpenPage) -> None:
     a.keyboard.press("Enter")
     offer_shown(b, "$75.00")
     tab_to(b, "Accept")
+    b.wait_for_timeout(READ_MS)
     b.keyboard.press("Space")
     expect(b.locator("#final")).to_contain_text("$75.00")
 
 
-def test_amounts_follow_the_readers_language(server, open_page: OpenPage) -> None:
+def test_pages_are_english_whatever_the_browser_language(server, open_page: OpenPage) -> None:
     a = open_page("A", locale="de-DE")
     b = open_page("B", locale="en-US")
+    a.goto(server.url + "/")
+    assert a.evaluate("document.documentElement.lang") == "en"
     cid = create(a, server.url)
+    assert a.evaluate("document.documentElement.lang") == "en"
     join(b, server.url, cid)
-    propose(a, "1250.5")
-    expect(status(a)).to_contain_text("1.250,50 $")
+    # A types the amount the way the page writes it; the preview says what is sent.
+    a.get_by_label("Amount", exact=True).fill("1,250.5")
+    expect(a.locator("#amount-preview")).to_have_text("Will send 1250.50 USD.")
+    a.get_by_role("button", name="Submit", exact=True).click()
+    expect(status(a)).to_contain_text("Your offer of $1,250.50 is waiting")
     offer_shown(b, "$1,250.50")
+    # A decimal comma is not guessed at: refused on the page, nothing sent.
+    amount = a.get_by_label("Amount", exact=True)
+    amount.fill("1250,50")
+    expect(a.locator("#amount-preview")).to_be_empty()
+    a.get_by_role("button", name="Submit", exact=True).click()
+    expect(a.locator("#propose-error")).to_contain_text("Commas only go between thousands")
+    expect(amount).to_have_attribute("aria-invalid", "true")
+    expect(status(a)).to_contain_text("$1,250.50")
+    amount.fill("1250.75")
+    expect(amount).not_to_have_attribute("aria-invalid", "true")
 
 
 def test_phone_layout_375px(server, open_page: OpenPage, artifacts: Path) -> None:
@@ -156,10 +174,10 @@ def test_phone_layout_375px(server, open_page: OpenPage, artifacts: Path) -> Non
     )
     a.screenshot(path=artifacts / "phone-A-offer.png", full_page=True)
     b.screenshot(path=artifacts / "phone-B-answer.png", full_page=True)
-    b.get_by_role("button", name="Dispute", exact=True).click()
+    answer(b, "Dispute")
     propose(a, "1200000")
     offer_shown(b, "$1,200,000.00")
-    b.get_by_role("button", name="Accept", exact=True).click()
+    answer(b, "Accept")
     for name, page in (("A", a), ("B", b)):
         expect(page.locator("#final")).to_be_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
