@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile_server(ceiling, bench, args.profile, RESULTS, "profile-ceiling")
         for s in (service, ceiling):
             s.stop()
-        servers.clear()
+        servers[:] = [s for s in servers if s not in (service, ceiling)]  # a receiver stays
 
         # Memory: fresh processes, N idle sockets in N/2 rooms.
         if "scale" not in skip:
