@@ -21,7 +21,7 @@ STATUS_LABELS = {
 }
 
 
-def status_sentence(state: dict, party: str | None, money: Money) -> str:
+def status_sentence(state: dict[str, Any], party: str | None, money: Money) -> str:
     """The current status in words, from this reader's point of view."""
     status = state.get("status")
     offer = state.get("offer") or {}
@@ -51,7 +51,9 @@ def status_sentence(state: dict, party: str | None, money: Money) -> str:
     return "Waiting for Party A's first offer."
 
 
-def presence_lines(state: dict, events: list[dict], party: str | None) -> list[str]:
+def presence_lines(
+    state: dict[str, Any], events: list[dict[str, Any]], party: str | None
+) -> list[str]:
     """The counterparty's presence (both parties' for an unseated reader)."""
     parties = state.get("parties") or {}
     arrived = {e.get("party") for e in events if e.get("type") in ("created", "joined")}
@@ -70,7 +72,7 @@ def presence_lines(state: dict, events: list[dict], party: str | None) -> list[s
     return lines
 
 
-def last_reason(state: dict) -> str | None:
+def last_reason(state: dict[str, Any]) -> str | None:
     response = state.get("last_response") or {}
     reason = response.get("reason") if response.get("decision") == "dispute" else None
     return str(reason) if reason else None
@@ -92,7 +94,7 @@ def disabled_reason(status: str) -> str:
     }.get(status, "there is nothing to answer.")
 
 
-def announcement(events: list[dict], party: str | None, money: Money) -> str:
+def announcement(events: list[dict[str, Any]], party: str | None, money: Money) -> str:
     """What the last stored event changed, for the page's live region.
 
     `"Party B disputed: too high"` rather than the whole status again; a
@@ -130,7 +132,9 @@ def announcement(events: list[dict], party: str | None, money: Money) -> str:
     return ""
 
 
-def final_facts(state: dict, events: list[dict], money: Money) -> dict[str, Any]:
+def final_facts(
+    state: dict[str, Any], events: list[dict[str, Any]], money: Money
+) -> dict[str, Any]:
     """The final screen's facts; rounds and offers spelled out."""
     done = state.get("settlement") or {}
     disputes = sum(1 for e in events if e.get("type") == "disputed")
@@ -154,7 +158,7 @@ def final_facts(state: dict, events: list[dict], money: Money) -> dict[str, Any]
     }
 
 
-def history_line(event: dict, money: Money) -> dict[str, Any]:
+def history_line(event: dict[str, Any], money: Money) -> dict[str, Any]:
     kind = event.get("type")
     who = f"Party {event.get('party', '?')}"
     reason = None

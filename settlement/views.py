@@ -140,7 +140,9 @@ def unavailable_page(request: web.Request, retry_after: int) -> web.Response:
 # --------------------------------------------------------------------------- fragments
 
 
-def render_fragments(state: dict, events: list[dict], party: str | None, locale: str) -> str:
+def render_fragments(
+    state: dict[str, Any], events: list[dict[str, Any]], party: str | None, locale: str
+) -> str:
     """The out-of-band fragments that bring a negotiation page up to date for `party`.
 
     Pure and synchronous: the server calls it once per audience per change.
@@ -151,7 +153,9 @@ def render_fragments(state: dict, events: list[dict], party: str | None, locale:
     return _ENV.get_template("fragments/all.html").render(context)
 
 
-def _timeline(state: dict, events: list[dict], party: str | None, locale: str) -> Any:
+def _timeline(
+    state: dict[str, Any], events: list[dict[str, Any]], party: str | None, locale: str
+) -> Any:
     """The negotiation as a picture (settlement/timeline.py), for a seated party only; the
     page itself is rendered for nobody, so it has none until the seat's fragments come."""
     from settlement import timeline
@@ -165,7 +169,9 @@ def _timeline(state: dict, events: list[dict], party: str | None, locale: str) -
     )
 
 
-def view_model(state: dict, events: list[dict], party: str | None, locale: str) -> dict[str, Any]:
+def view_model(
+    state: dict[str, Any], events: list[dict[str, Any]], party: str | None, locale: str
+) -> dict[str, Any]:
     """Everything the page and fragment templates show, already in words.
 
     `party=None` is a reader without a seat: no amount, reason or history.
@@ -220,13 +226,15 @@ def _example(whole: str, exponent: int) -> str:
     return whole + ("." + "50".ljust(exponent, "0") if exponent else "")
 
 
-def _final(state: dict, events: list[dict], money: Any, locale: str) -> dict[str, Any]:
+def _final(
+    state: dict[str, Any], events: list[dict[str, Any]], money: Any, locale: str
+) -> dict[str, Any]:
     facts = text.final_facts(state, events, money)
     facts["at_text"] = format_time(facts["at"], locale)
     return facts
 
 
-def _history_line(event: dict, money: Any, locale: str) -> dict[str, Any]:
+def _history_line(event: dict[str, Any], money: Any, locale: str) -> dict[str, Any]:
     line = text.history_line(event, money)
     line["at_text"] = format_time(line["at"], locale)
     return line
@@ -249,7 +257,7 @@ def format_amount(amount: str, currency: str, locale: str) -> str:
     loc = _locale(locale)
     pattern = copy.copy(parse_pattern(loc.currency_formats["standard"].pattern))
     pattern.frac_prec = (digits, digits)
-    return pattern.apply(value, loc, currency=currency, currency_digits=False)
+    return str(pattern.apply(value, loc, currency=currency, currency_digits=False))
 
 
 def format_time(iso: str, locale: str) -> str:
