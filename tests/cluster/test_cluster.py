@@ -239,8 +239,10 @@ async def test_postgres_outage_gives_unavailable_and_recovers_without_restart(
     c.start()
     try:
         n1, n2 = c.nodes
-        a = await SettlementClient(n1.url).connect()
-        b = await SettlementClient(n2.url).connect()
+        # Unsigned (protocol 1.0) clients: the raw `propose` retried below carries no
+        # signature, as a 1.0 bot's would.
+        a = await SettlementClient(n1.url, sign=False).connect()
+        b = await SettlementClient(n2.url, sign=False).connect()
         created = await a.create("A")
         await b.join(created["connection_id"])
         first = await a.propose("100")
