@@ -116,6 +116,7 @@ def test_refusals_are_marked_and_explained(server, open_page: OpenPage) -> None:
     b.get_by_label("Reason", exact=True).fill("too high")
     answer(b, "Dispute")
     expect(b.locator("#respond-error")).to_be_empty()
+    expect(b.locator("#announce")).to_have_text("You disputed: too high")  # it was applied
     b.get_by_role("button", name="Accept", exact=True).click(force=True)  # aria-disabled
     expect(b.locator("#respond-error")).to_have_text(
         "Accept is not available: you disputed this offer; wait for Party A's new one."

@@ -121,7 +121,8 @@ async def test_sqlite_write_lock_held_elsewhere_refuses_commands_but_serves_read
     server.restart()  # `old` is not in memory: its page and receipt are read from the file
     async with (
         aiohttp.ClientSession() as http,
-        SettlementClient(server.url, timeout=30) as a,
+        # unsigned (a 1.0 bot): the raw propose retried below carries no signature
+        SettlementClient(server.url, timeout=30, sign=False) as a,
     ):
         await a.create("A")
         with exclusive_transaction(server.db_path):
