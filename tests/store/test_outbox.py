@@ -6,36 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from settlement.store import Commit, Conflict, OutboxRow, Store, WebhookClaim, open_store
-from tests.store.test_store import Stores, new_room, step
+from tests.store.conftest import Stores
+from tests.store.test_store import new_room, step
 
 E1, E2 = "http://one.example/hook", "http://two.example/hook"
 T0 = 1_000_000.0  # the tests' clock: the store takes every time from its caller
-
-
-@pytest.fixture(params=["sqlite", "postgres", "memory"])
-async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    if request.param == "memory":  # the in-process test seam keeps the same contract
-        url = "memory:"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'settlement.db'}"
-    else:
-        url = request.getfixturevalue("pg_database")
-    s = Stores(request.param, url)
-    try:
-        yield s
-    finally:
-        await s.close_all()
-
-
-@pytest.fixture
-async def store(stores: Stores) -> Store:
-    return await stores.open()
 
 
 def msgs(change: Commit, *endpoints: str, at: float = T0) -> Commit:
