@@ -261,28 +261,8 @@
     }))
   })
 
-  async function downloadReceipt () {
-    const out = $('#receipt-error')
-    try {
-      if (!mine) throw new Error('Only a seated party can download the receipt.')
-      const response = await fetch('/api/connections/' + encodeURIComponent(connId) + '/receipt',
-        { headers: { Authorization: 'Bearer ' + mine.token }, cache: 'no-store' })
-      if (!response.ok) {
-        const body = await response.json().catch(() => null)
-        const said = body && body.error && body.error.message
-        throw new Error(said || `The server could not give the receipt (HTTP ${response.status}).`)
-      }
-      const link = document.createElement('a')
-      link.href = URL.createObjectURL(await response.blob())
-      link.download = `receipt-${connId}.json`
-      document.body.append(link)
-      link.click()
-      link.remove()
-      setTimeout(() => URL.revokeObjectURL(link.href), 10000)
-      if (out) out.textContent = ''
-    } catch (e) {
-      if (out) out.textContent = e.message
-    }
+  function downloadReceipt () {
+    return window.SettlementDownload.receipt(connId, mine && mine.token, $('#receipt-error'))
   }
 
   document.addEventListener('click', (ev) => {

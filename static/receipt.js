@@ -55,24 +55,8 @@
     if (last.ok && heading) heading.focus()
   }
 
-  async function downloadJson () {
-    const out = document.getElementById('receipt-json-error')
-    try {
-      if (!token) throw new Error('Only a seated party can download the receipt.')
-      const response = await fetch('/api/connections/' + encodeURIComponent(connId) + '/receipt',
-        { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit' })
-      if (!response.ok) throw new Error(`The server could not give the receipt (HTTP ${response.status}).`)
-      const link = document.createElement('a')
-      link.href = URL.createObjectURL(await response.blob())
-      link.download = `receipt-${connId}.json`
-      document.body.append(link)
-      link.click()
-      link.remove()
-      setTimeout(() => URL.revokeObjectURL(link.href), 10000)
-      if (out) out.textContent = ''
-    } catch (e) {
-      if (out) out.textContent = e.message
-    }
+  function downloadJson () {
+    return window.SettlementDownload.receipt(connId, token, document.getElementById('receipt-json-error'))
   }
 
   document.addEventListener('click', (ev) => {
