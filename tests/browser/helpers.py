@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
@@ -29,6 +30,15 @@ def join(page: Page, base_url: str, connection_id: str, party: str = "B") -> Non
     page.get_by_role("button", name="Join", exact=True).click()
     page.wait_for_url(ID_IN_URL)
     expect(page.get_by_text(f"You are Party {party}", exact=True)).to_be_visible()
+
+
+def seated_pair(open_page: Callable[..., Page], base_url: str) -> tuple[Page, Page, str]:
+    """Two browsers: A creates a connection (USD), B joins it from the landing page."""
+    a = open_page("A")
+    b = open_page("B")
+    cid = create(a, base_url)
+    join(b, base_url, cid)
+    return a, b, cid
 
 
 def propose(page: Page, amount: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .helpers import answer, create, join, offer_shown, propose, status
+from .helpers import answer, create, join, offer_shown, propose, seated_pair, status
 
 pytestmark = pytest.mark.browser
 
@@ -133,10 +133,7 @@ def test_reload_keeps_the_seat(server, open_page: OpenPage) -> None:
 
 
 def test_update_while_b_types_keeps_the_text_and_focus(server, open_page: OpenPage) -> None:
-    a = open_page("A")
-    b = open_page("B")
-    cid = create(a, server.url)
-    join(b, server.url, cid)
+    a, b, cid = seated_pair(open_page, server.url)
     propose(a, "500")
     offer_shown(b, "$500.00")
     reason = b.get_by_label("Reason", exact=True)
@@ -158,10 +155,7 @@ def test_update_while_b_types_keeps_the_text_and_focus(server, open_page: OpenPa
 
 
 def test_stale_answer_shows_b_the_new_amount(server, open_page: OpenPage) -> None:
-    a = open_page("A")
-    b = open_page("B")
-    cid = create(a, server.url)
-    join(b, server.url, cid)
+    a, b, cid = seated_pair(open_page, server.url)
     propose(a, "100")
     offer_shown(b, "version 1")
     propose(a, "120")
@@ -184,10 +178,7 @@ def test_stale_answer_shows_b_the_new_amount(server, open_page: OpenPage) -> Non
     ids=["script", "img-onerror"],
 )
 def test_markup_in_a_reason_is_shown_as_text(server, open_page: OpenPage, reason: str) -> None:
-    a = open_page("A")
-    b = open_page("B")
-    cid = create(a, server.url)
-    join(b, server.url, cid)
+    a, b, cid = seated_pair(open_page, server.url)
     propose(a, "10")
     offer_shown(b, "$10.00")
     b.get_by_label("Reason", exact=True).fill(reason)
@@ -205,10 +196,7 @@ def test_markup_in_a_reason_is_shown_as_text(server, open_page: OpenPage, reason
 def test_dropped_link_reconnects_and_redraws_from_the_log(
     server, open_page: OpenPage, artifacts: Path
 ) -> None:
-    a = open_page("A")
-    b = open_page("B")
-    cid = create(a, server.url)
-    join(b, server.url, cid)
+    a, b, cid = seated_pair(open_page, server.url)
     propose(a, "700")
     offer_shown(b, "$700.00")
     server.kill()

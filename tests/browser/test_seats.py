@@ -19,6 +19,7 @@ from .helpers import (
     join,
     offer_shown,
     propose,
+    seated_pair,
     status,
 )
 
@@ -36,10 +37,7 @@ def continue_button(page: Page, party: str):  # noqa: ANN201 - a Locator
 
 
 def test_a_new_tab_returns_to_the_seat(server, open_page: OpenPage) -> None:
-    a = open_page("A")
-    b = open_page("B")
-    cid = create(a, server.url)
-    join(b, server.url, cid)
+    a, b, cid = seated_pair(open_page, server.url)
     stored = a.evaluate(f"localStorage.getItem('settlement:seat:{cid}:A')")
     assert json.loads(stored)["token"].startswith("st_")
     a_browser, b_browser = a.context, b.context
@@ -118,10 +116,7 @@ def test_a_browser_holding_both_seats_asks_which_to_continue(server, open_page: 
 def test_an_offer_changed_under_the_cursor_is_not_answered(
     server, open_page: OpenPage, decision: str
 ) -> None:
-    a = open_page("A")
-    b = open_page("B")
-    cid = create(a, server.url)
-    join(b, server.url, cid)
+    a, b, cid = seated_pair(open_page, server.url)
     propose(a, "390")
     offer_shown(b, "$390.00")
     b.wait_for_timeout(READ_MS)
