@@ -496,30 +496,28 @@ async def test_failed_migration_rolls_back_whole(pg: Stores) -> None:
 
 
 class _LostAfterCommit(PostgresStore):
-    """The COMMIT reaches the server, then the link breaks before the answer."""
+    """The call reaches the server and commits, then the link breaks before the answer."""
 
-    async def _finish(self, tx: Any) -> None:
-        await tx.commit()
-        raise ConnectionResetError("link lost after COMMIT")
+    async def _send(self, conn: Any, args: Any) -> list[bool]:
+        written = await super()._send(conn, args)
+        raise ConnectionResetError(f"link lost after the commit ({written})")
 
 
 class _LostBeforeCommit(PostgresStore):
-    """The link breaks with COMMIT unsent: the server rolls back."""
+    """The link breaks with the call unsent: nothing happens on the server."""
 
-    async def _finish(self, tx: Any) -> None:
-        await tx.rollback()
-        raise ConnectionResetError("link lost before COMMIT")
+    async def _send(self, conn: Any, args: Any) -> list[bool]:
+        raise ConnectionResetError("link lost before the call")
 
 
 class _LostOtherWon(PostgresStore):
-    """While our COMMIT's fate is unknown, another writer took the seq."""
+    """While our call's fate is unknown, another writer took the seq."""
 
     other: Callable[[], Any]
 
-    async def _finish(self, tx: Any) -> None:
-        await tx.rollback()
+    async def _send(self, conn: Any, args: Any) -> list[bool]:
         await self.other()
-        raise TimeoutError("COMMIT timed out")
+        raise TimeoutError("the call timed out")
 
 
 async def test_commit_outcome_unknown_is_resolved(pg: Stores) -> None:
