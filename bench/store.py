@@ -144,22 +144,32 @@ def count_round_trips() -> None:
 # -- the load -------------------------------------------------------------------
 
 
-async def drive(store: Any, rooms: int, seconds: float, endpoints: int) -> tuple[int, float]:
-    """`rooms` negotiations at once for `seconds`; (commits acked, elapsed)."""
-    done = 0
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered))))]
+
+
+async def drive(
+    store: Any, rooms: int, seconds: float, endpoints: int
+) -> tuple[int, float, dict[str, float]]:
+    """`rooms` negotiations at once for `seconds`; (commits acked, elapsed, latency ms)."""
+    latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
     async def room_loop() -> None:
-        nonlocal done
         while time.perf_counter() < stop:
             cid = new_connection_id()
             for step in range(len(STEPS)):
-                await store.commit(commit_for(cid, step, endpoints))
-                done += 1
+                change = commit_for(cid, step, endpoints)
+                t0 = time.perf_counter()
+                await store.commit(change)
+                latencies.append(time.perf_counter() - t0)
 
     start = time.perf_counter()
     await asyncio.gather(*(room_loop() for _ in range(rooms)))
-    return done, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    ms = {f"p{q}_ms": round(percentile(latencies, q) * 1e3, 2) for q in (50, 99)}
+    return len(latencies), elapsed, ms
 
 
 def server_cpu(server: PostgresServer) -> float:
@@ -218,7 +228,7 @@ async def run_postgres(server: PostgresServer, args: argparse.Namespace) -> dict
         lsn0, calls0, x0 = await pg_counters(url)
         ROUND_TRIPS = 0
         cpu0, srv0 = time.process_time(), server_cpu(server)
-        done, elapsed = await drive(store, args.rooms, args.seconds, args.webhooks)
+        done, elapsed, ms = await drive(store, args.rooms, args.seconds, args.webhooks)
         cpu1, srv1 = time.process_time(), server_cpu(server)
         trips = ROUND_TRIPS
         lsn1, calls1, x1 = await pg_counters(url)
@@ -233,6 +243,7 @@ async def run_postgres(server: PostgresServer, args: argparse.Namespace) -> dict
             "statements": round((calls1 - calls0 - 3) / done, 2),
             "transactions": round((x1 - x0 - 3) / done, 3),
             "wal_bytes": round((lsn1 - lsn0) / done),
+            **ms,
         }
     finally:
         await store.close()
@@ -246,7 +257,7 @@ async def run_sqlite(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await drive(store, args.rooms, min(2.0, args.seconds), args.webhooks)
             cpu0 = time.process_time()
-            done, elapsed = await drive(store, args.rooms, args.seconds, args.webhooks)
+            done, elapsed, ms = await drive(store, args.rooms, args.seconds, args.webhooks)
             cpu1 = time.process_time()
         finally:
             await store.close()
@@ -254,6 +265,7 @@ async def run_sqlite(args: argparse.Namespace) -> dict[str, Any]:
         "commits_per_s": round(done / elapsed, 1),
         "commits": done,
         "client_cpu_us": round((cpu1 - cpu0) / done * 1e6, 1),  # incl. the writer thread
+        **ms,
     }
 
 

@@ -7,16 +7,25 @@ was made on (`UPDATE ... WHERE seq = base_seq`; no row -> `Conflict`). Under
 READ COMMITTED a concurrent writer of the same room waits for the row lock,
 re-checks `seq = base_seq` on the winner's row and finds nothing: `Conflict`.
 
-One transaction per `commit()`; `synchronous_commit = on` for every session,
-so nothing is acknowledged before PostgreSQL has flushed it.
+A commit is one statement, `SELECT settlement_commit(...)` (migration 4,
+postgres_commit.py): one round trip, its own implicit transaction, with
+`synchronous_commit = on` for every session, so nothing is acknowledged before
+PostgreSQL has flushed it. Group commit: while `max_in_flight` calls are
+running, new commits queue, and the next call takes everything queued (up to
+`max_batch`) as one transaction with one outcome per commit; a room that
+moved on fails alone. Every caller is answered after its call returned.
 
 Errors: a unique violation (or a deadlock / serialization failure) is
-`Conflict`; anything else, including a lost connection, a refused or
-exhausted server and a timeout, is `Unavailable`, and nothing was committed.
-The one case where the outcome is not known by itself is a connection lost
-*during* COMMIT: then the store asks the database (on another connection,
-waiting for the first one's transaction to finish) whether the commit's last
-event is there, and answers success, `Conflict` or `Unavailable` accordingly.
+`Conflict` (in a batch of several: each is written again on its own, so only
+its commit fails); anything else, including a refused or exhausted server and
+a timeout before the call was sent, is `Unavailable`, and nothing was
+committed. The one case where the outcome is not known by itself is a
+connection lost *during* the call: then the store, on another connection,
+ends the server process that ran it (`pg_terminate_backend`, waiting for it
+to exit, so an orphaned call cannot commit later), then looks for each
+commit's last event and answers success, `Conflict` or `Unavailable`
+accordingly; if the call provably changed nothing and the link was a stale
+pooled one, it is sent once more on a fresh connection.
 
 The schema and its migrations: postgres_schema.py; error classes: postgres_errors.py.
 """
