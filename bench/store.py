@@ -186,10 +186,41 @@ def server_cpu(server: PostgresServer) -> float:
     return total
 
 
-async def pg_counters(url: str) -> tuple[int, int, int]:
-    """(WAL position, top-level statements, committed transactions) of the database."""
+HISTORY = """
+INSERT INTO rooms (connection_id, currency, status, seq)
+SELECT substr(x, 1, 4) || '-' || substr(x, 5, 4) || '-' || substr(x, 9, 4), 'EUR', 'settled', 5
+FROM (SELECT (SELECT string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
+            1 + floor(random() * 32)::int, 1), '') FROM generate_series(1, 12 + 0 * i)) AS x
+    FROM generate_series(1, $1) AS i) AS ids
+ON CONFLICT DO NOTHING;
+INSERT INTO events (connection_id, seq, type, body)
+    SELECT connection_id, s, 'proposed', '{}' FROM rooms, generate_series(1, 5) AS s;
+INSERT INTO seats (connection_id, party, token_hash)
+    SELECT connection_id, p, md5(connection_id || p) FROM rooms, unnest('{A,B}'::text[]) AS p;
+INSERT INTO idempotency (scope, request_id, connection_id, fingerprint, ack)
+    SELECT 'seat:' || connection_id || ':A', md5(random()::text), connection_id, 'fp', '{}'
+    FROM rooms, generate_series(1, 5);
+"""
+
+
+async def load_history(url: str, rooms: int) -> None:
+    """`rooms` finished negotiations already in the tables (random ids, as the service's):
+    what a database that has run for a while holds, and what its indexes span."""
     conn = await asyncpg.connect(url)
     try:
+        for statement in HISTORY.split(";"):
+            if statement.strip():
+                await conn.execute(statement, *((rooms,) if "$1" in statement else ()))
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def pg_counters(url: str) -> tuple[int, int, int, int]:
+    """(WAL position, top-level statements, committed transactions, full-page images)."""
+    conn = await asyncpg.connect(url)
+    try:
+        fpi = await conn.fetchval("SELECT wal_fpi FROM pg_stat_wal")
         lsn = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
         calls = await conn.fetchval(
             "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
@@ -198,7 +229,7 @@ async def pg_counters(url: str) -> tuple[int, int, int]:
         xacts = await conn.fetchval(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         )
-        return int(lsn), int(calls), int(xacts)
+        return int(lsn), int(calls), int(xacts), int(fpi)
     finally:
         await conn.close()
 
@@ -223,26 +254,31 @@ async def run_postgres(server: PostgresServer, args: argparse.Namespace) -> dict
         )
     await store.open()
     try:
+        if args.history:
+            await load_history(url, args.history)
         await drive(store, args.rooms, min(2.0, args.seconds), args.webhooks)  # warm up
         await asyncio.sleep(0.5)
-        lsn0, calls0, x0 = await pg_counters(url)
+        if args.checkpoint:
+            server.psql("CHECKPOINT", database=name)
+        lsn0, calls0, x0, fpi0 = await pg_counters(url)
         ROUND_TRIPS = 0
         cpu0, srv0 = time.process_time(), server_cpu(server)
         done, elapsed, ms = await drive(store, args.rooms, args.seconds, args.webhooks)
         cpu1, srv1 = time.process_time(), server_cpu(server)
         trips = ROUND_TRIPS
-        lsn1, calls1, x1 = await pg_counters(url)
-        # the counters' own statements and transactions (one connection, three
-        # statements, three implicit transactions) are taken off
+        lsn1, calls1, x1, fpi1 = await pg_counters(url)
+        # the counters' own statements and transactions (one connection, four
+        # statements, four implicit transactions) are taken off
         return {
             "commits_per_s": round(done / elapsed, 1),
             "commits": done,
             "client_cpu_us": round((cpu1 - cpu0) / done * 1e6, 1),
             "server_cpu_us": round((srv1 - srv0) / done * 1e6, 1),
             "round_trips": round(trips / done, 2),
-            "statements": round((calls1 - calls0 - 3) / done, 2),
-            "transactions": round((x1 - x0 - 3) / done, 3),
+            "statements": round((calls1 - calls0 - 4) / done, 2),
+            "transactions": round((x1 - x0 - 4) / done, 3),
             "wal_bytes": round((lsn1 - lsn0) / done),
+            "full_page_images": round((fpi1 - fpi0) / done, 3),
             **ms,
         }
     finally:
@@ -287,6 +323,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "pool_size": args.pool_size,
         "webhooks": args.webhooks,
+        "history": args.history,
+        "checkpoint": args.checkpoint,
         "max_batch": args.max_batch,
         "in_flight": args.in_flight,
     }
@@ -322,6 +360,12 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, help="PostgreSQL commits per call")
     parser.add_argument("--in-flight", type=int, help="PostgreSQL calls at once")
     parser.add_argument("--webhooks", type=int, default=0, help="endpoints (outbox rows)")
+    parser.add_argument(
+        "--history", type=int, default=0, help="finished rooms loaded into PostgreSQL first"
+    )
+    parser.add_argument(
+        "--checkpoint", action="store_true", help="CHECKPOINT just before the measured window"
+    )
     parser.add_argument("--stores", default="postgres,sqlite")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, stores interleaved")
     args = parser.parse_args()

@@ -89,8 +89,10 @@ class PostgresStore:
             raise ValueError("pool_size must be at least 1")
         # Group commit: commits queued while `max_in_flight` calls are running go
         # together in the next call, up to `max_batch` (1: every commit its own call).
+        # Half the pool by default: the rest stays free for reads and the deliverer
+        # (1, 2 or 10 calls at once measured the same, bench/README.md).
         self.max_batch = max_batch
-        self.max_in_flight = max_in_flight or pool_size
+        self.max_in_flight = max_in_flight or max(1, pool_size // 2)
         self._queue: list[tuple[Commit, asyncio.Future[BaseException | None]]] = []
         self._flushing = 0
         self._flushers: set[asyncio.Task[None]] = set()
