@@ -42,7 +42,15 @@ import orjson
 import structlog
 
 from . import postgres_commit, postgres_outbox
-from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
+from .base import (
+    CREATE_SCOPE,
+    Commit,
+    Conflict,
+    IdempotencyRecord,
+    StoredRoom,
+    Unavailable,
+    room_of_scope,
+)
 from .postgres_errors import BROKEN, CONFLICT_ERRORS, RETRYABLE, VALUE_ERRORS
 from .postgres_schema import (  # noqa: F401 - re-exported: tests and operations use them here
     MIGRATIONS,
@@ -58,6 +66,7 @@ T = TypeVar("T")
 log = structlog.get_logger("settlement.store")
 
 MAX_SEQ = 2**63 - 1
+ROOM = "SELECT room FROM rooms WHERE connection_id = $1"  # the room's number (schema 5)
 MAX_BATCH = 64  # commits per call at most
 
 
@@ -333,9 +342,9 @@ class PostgresStore:
                     if not ended:
                         raise Unavailable(f"backend {pid} did not end")
                 rows = await conn.fetch(
-                    "SELECT e.connection_id, e.seq, e.body FROM events AS e "
-                    "JOIN unnest($1::text[], $2::bigint[]) AS k(cid, seq) "
-                    "ON e.connection_id = k.cid AND e.seq = k.seq",
+                    "SELECT k.cid, k.seq, e.body FROM unnest($1::text[], $2::bigint[]) "
+                    "AS k(cid, seq) JOIN rooms AS r ON r.connection_id = k.cid "
+                    "JOIN events AS e ON e.room = r.room AND e.seq = k.seq",
                     [k["connection_id"] for k in keys],
                     [k["seq"] for k in keys],
                 )
@@ -377,18 +386,16 @@ class PostgresStore:
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
                 rows = await conn.fetch(
-                    "SELECT body FROM events WHERE connection_id = $1 ORDER BY seq",
-                    connection_id,
+                    f"SELECT body FROM events WHERE room = ({ROOM}) ORDER BY seq", connection_id
                 )
                 if not rows:
                     return None
                 seats = await conn.fetch(
-                    "SELECT party, token_hash FROM seats WHERE connection_id = $1",
-                    connection_id,
+                    f"SELECT party, token_hash FROM seats WHERE room = ({ROOM})", connection_id
                 )
                 keys = await conn.fetch(
                     "SELECT scope, request_id, connection_id, fingerprint, ack, token_nonce "
-                    "FROM idempotency WHERE connection_id = $1",
+                    f"FROM idempotency WHERE room = ({ROOM})",
                     connection_id,
                 )
             hashes: dict[str, str | None] = {"A": None, "B": None}
@@ -405,7 +412,7 @@ class PostgresStore:
         async def op() -> list[dict[str, Any]]:
             async with self._connection() as conn:
                 rows = await conn.fetch(
-                    "SELECT body FROM events WHERE connection_id = $1 AND seq > $2 "
+                    f"SELECT body FROM events WHERE room = ({ROOM}) AND seq > $2 "
                     "ORDER BY seq LIMIT $3",
                     connection_id,
                     after,
@@ -418,12 +425,22 @@ class PostgresStore:
     async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None:
         async def op() -> IdempotencyRecord | None:
             async with self._connection() as conn:
-                row = await conn.fetchrow(
-                    "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
-                    "WHERE scope = $1 AND request_id = $2",
-                    scope,
-                    request_id,
-                )
+                if scope == CREATE_SCOPE:  # its own index; other scopes name their room
+                    row = await conn.fetchrow(
+                        "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
+                        "WHERE scope = $1 AND request_id = $2",
+                        scope,
+                        request_id,
+                    )
+                else:
+                    row = await conn.fetchrow(
+                        "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
+                        f"WHERE room = ({ROOM.replace('$1', '$3')}) "
+                        "AND scope = $1 AND request_id = $2",
+                        scope,
+                        request_id,
+                        room_of_scope(scope),
+                    )
             if row is None:
                 return None
             return IdempotencyRecord(

@@ -56,6 +56,9 @@ MIGRATIONS: tuple[str, ...] = (
     postgres_outbox.MIGRATION,
     # 4: a commit in one statement: the function settlement_commit (postgres_commit.py).
     postgres_commit.MIGRATION,
+    # 5: rooms numbered, and the keys of events, seats and idempotency start with
+    # the number (postgres_commit.py, MIGRATION_5).
+    postgres_commit.MIGRATION_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"

@@ -1,6 +1,8 @@
-"""PostgreSQL's commit in one call (migration 4) and its group commit: a batch
-where one room moved on, a unique violation inside a batch, a call orphaned on
-the server by a lost link, and the migration from schema 3 with data in it."""
+"""PostgreSQL's commit in one call (migration 4), its group commit and its room
+numbers (migration 5): a batch where one room moved on, a unique violation
+inside a batch, a call orphaned on the server by a lost link, and the migration
+from schema 3 with data in it (every row kept, numbered; a row of no room stops
+it with nothing changed)."""
 
 from __future__ import annotations
 
@@ -137,38 +139,86 @@ async def test_an_orphaned_call_is_ended_before_its_outcome_is_told(pg: Stores) 
     assert room is not None and [e.get("who") for e in room.events] == [None, "retry"]
 
 
-async def test_migration_3_to_4_keeps_every_row(pg: Stores) -> None:
+SCHEMA_3_ROWS = """
+INSERT INTO rooms VALUES ('r2', 'EUR', 'x', 1), ('r1', 'USD', 'offer_pending', 2);
+INSERT INTO events VALUES ('r1', 1, 'created', '{"seq":1}'),
+    ('r1', 2, 'proposed', '{"seq":2}'), ('r2', 1, 'created', '{"seq":1}');
+INSERT INTO seats VALUES ('r1', 'A', 'hashA'), ('r1', 'B', NULL);
+INSERT INTO idempotency VALUES ('seat:r1:A', 'p1', 'r1', 'fp', '{"ok":true}', NULL),
+    ('server', 'c1', 'r1', 'fp', '{"ok":true}', 'nonce');
+INSERT INTO webhooks (connection_id, seq, endpoint, body, created, next_attempt)
+    VALUES ('r1', 2, 'https://hook.example/a', '{}', 1.0, 1.0);
+"""
+TABLES = ("rooms", "events", "seats", "idempotency", "webhooks")
+
+
+async def _rows(conn: Any, table: str) -> list[tuple[Any, ...]]:
+    """A table's rows without the room number (the columns of schema 3)."""
+    rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")
+    return [tuple(v for k, v in r.items() if k != "room") for r in rows]
+
+
+async def test_migration_from_schema_3_keeps_every_row_and_numbers_the_rooms(
+    pg: Stores,
+) -> None:
     """A database of schema 3 with rooms, events, seats, records and messages opens
-    on schema 4 with all of them, and its rooms go on from where they were."""
+    on today's schema with all of them, numbered, and its rooms go on from there."""
     conn = await asyncpg.connect(pg.url)
     try:
         assert await migrate(conn, MIGRATIONS[:3]) == (0, 3)
-        await conn.execute(
-            """
-            INSERT INTO rooms VALUES ('r1', 'USD', 'offer_pending', 2), ('r2', 'EUR', 'x', 1);
-            INSERT INTO events VALUES ('r1', 1, 'created', '{"seq":1}'),
-                ('r1', 2, 'proposed', '{"seq":2}'), ('r2', 1, 'created', '{"seq":1}');
-            INSERT INTO seats VALUES ('r1', 'A', 'hashA'), ('r1', 'B', NULL);
-            INSERT INTO idempotency VALUES ('seat:r1:A', 'p1', 'r1', 'fp', '{"ok":true}', NULL);
-            INSERT INTO webhooks (connection_id, seq, endpoint, body, created, next_attempt)
-                VALUES ('r1', 2, 'https://hook.example/a', '{}', 1.0, 1.0);
-            """
-        )
-        before = {
-            t: await conn.fetch(f"SELECT * FROM {t} ORDER BY 1, 2")
-            for t in ("rooms", "events", "seats", "idempotency", "webhooks")
-        }
+        await conn.execute(SCHEMA_3_ROWS)
+        before = {t: await _rows(conn, t) for t in TABLES}
         store = await pg.open()
-        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "4"
+        version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version == str(len(MIGRATIONS)) == "5"
         for table, rows in before.items():
-            assert await conn.fetch(f"SELECT * FROM {table} ORDER BY 1, 2") == rows, table
+            assert await _rows(conn, table) == rows, table
+        numbers = dict(await conn.fetch("SELECT connection_id, room FROM rooms"))
+        assert numbers == {"r2": 1, "r1": 2}  # in the order the rooms were created
+        for table in ("events", "seats", "idempotency"):
+            wrong = await conn.fetchval(
+                f"SELECT count(*) FROM {table} AS t JOIN rooms AS r USING (connection_id) "
+                "WHERE t.room <> r.room"
+            )
+            assert wrong == 0, table
     finally:
         await conn.close()
     room = await store.load_room("r1")
     assert room is not None and [e["seq"] for e in room.events] == [1, 2]
     assert room.token_hashes == {"A": "hashA", "B": None}
-    with pytest.raises(Conflict):
+    assert sorted((r.scope, r.request_id) for r in room.idempotency) == [
+        ("seat:r1:A", "p1"),
+        ("server", "c1"),
+    ]
+    assert await store.idempotency("server", "c1") is not None
+    assert await store.idempotency("seat:r1:A", "p1") is not None
+    assert await store.idempotency("seat:r2:A", "p1") is None
+    with pytest.raises(Conflict):  # (room, seq) is still unique
         await store.commit(step("r1", 1))
+    with pytest.raises(Conflict):  # (scope, request_id) too
+        await store.commit(step("r1", 2, idem=rec("seat:r1:A", "p1", "r1")))
+    with pytest.raises(Conflict):  # and a create's request_id
+        await store.commit(new_room("r3", idem=rec("server", "c1", "r3")))
     await store.commit(step("r1", 2, idem=rec("seat:r1:A", "p2", "r1")))
+    await store.commit(new_room("r4"))
     assert [e["seq"] for e in await store.events("r1", 0, 10)] == [1, 2, 3]
     assert [m.seq for m in await store.webhooks.pending()] == [2]
+    assert await store.count_open_rooms() == 3
+
+
+async def test_migration_stops_on_an_event_of_no_room_and_changes_nothing(pg: Stores) -> None:
+    conn = await asyncpg.connect(pg.url)
+    try:
+        await migrate(conn, MIGRATIONS[:3])
+        await conn.execute(SCHEMA_3_ROWS)
+        await conn.execute("INSERT INTO events VALUES ('ghost', 1, 'created', '{}')")
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await migrate(conn)
+        assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "3"
+        assert await conn.fetchval("SELECT count(*) FROM events") == 4
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'events'"
+        )
+        assert "room" not in {c[0] for c in columns}
+    finally:
+        await conn.close()

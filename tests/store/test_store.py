@@ -430,11 +430,13 @@ async def test_migrations_create_schema_like_sqlite(pg: Stores, tmp_path: Path) 
     with sqlite3.connect(tmp_path / "a.db") as db:
         tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         lite_cols = {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
-    # The same columns, but for SQLite's room numbers (schema 4): its keys start
-    # with a number in order of creation rather than the random connection id.
+    # The same columns, room numbers included (SQLite's schema 4, PostgreSQL's
+    # migration 5, which added them last): keys start with a number in order of
+    # creation rather than the random connection id.
     for t in ("rooms", "events", "seats", "idempotency"):
-        assert lite_cols[t][0] == "room"
+        assert lite_cols[t][0] == "room" and pg_cols[t][-1] == "room"
         del lite_cols[t][0]
+        del pg_cols[t][-1]
     # The outbox: SQLite's messages are keyed by room number (and rowid), PostgreSQL's by id.
     assert (lite_cols["webhooks"].pop(0), pg_cols["webhooks"].pop(0)) == ("room", "id")
     assert pg_cols == lite_cols
