@@ -193,12 +193,13 @@ FROM (SELECT (SELECT string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
             1 + floor(random() * 32)::int, 1), '') FROM generate_series(1, 12 + 0 * i)) AS x
     FROM generate_series(1, $1) AS i) AS ids
 ON CONFLICT DO NOTHING;
-INSERT INTO events (connection_id, seq, type, body)
-    SELECT connection_id, s, 'proposed', '{}' FROM rooms, generate_series(1, 5) AS s;
-INSERT INTO seats (connection_id, party, token_hash)
-    SELECT connection_id, p, md5(connection_id || p) FROM rooms, unnest('{A,B}'::text[]) AS p;
-INSERT INTO idempotency (scope, request_id, connection_id, fingerprint, ack)
-    SELECT 'seat:' || connection_id || ':A', md5(random()::text), connection_id, 'fp', '{}'
+INSERT INTO events ({room}connection_id, seq, type, body)
+    SELECT {room}connection_id, s, 'proposed', '{{}}' FROM rooms, generate_series(1, 5) AS s;
+INSERT INTO seats ({room}connection_id, party, token_hash)
+    SELECT {room}connection_id, p, md5(connection_id || p)
+    FROM rooms, unnest('{{A,B}}'::text[]) AS p;
+INSERT INTO idempotency ({room}scope, request_id, connection_id, fingerprint, ack)
+    SELECT {room}'seat:' || connection_id || ':A', md5(random()::text), connection_id, 'fp', '{{}}'
     FROM rooms, generate_series(1, 5);
 """
 
@@ -208,7 +209,11 @@ async def load_history(url: str, rooms: int) -> None:
     what a database that has run for a while holds, and what its indexes span."""
     conn = await asyncpg.connect(url)
     try:
-        for statement in HISTORY.split(";"):
+        numbered = await conn.fetchval(  # schema 5 and later: rooms have a number
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'rooms' AND column_name = 'room'"
+        )
+        for statement in HISTORY.format(room="room, " if numbered else "").split(";"):
             if statement.strip():
                 await conn.execute(statement, *((rooms,) if "$1" in statement else ()))
         await conn.execute("VACUUM ANALYZE")

@@ -2,10 +2,11 @@
 
 Several nodes may use one database. Per-room serialisation is the same as in
 SQLite and does not rely on any process: `events` has primary key
-`(connection_id, seq)` and `rooms.seq` moves only from the seq the decision
-was made on (`UPDATE ... WHERE seq = base_seq`; no row -> `Conflict`). Under
-READ COMMITTED a concurrent writer of the same room waits for the row lock,
-re-checks `seq = base_seq` on the winner's row and finds nothing: `Conflict`.
+`(room, seq)` (the room's number, migration 5) and `rooms.seq` moves only
+from the seq the decision was made on (`UPDATE ... WHERE seq = base_seq`; no
+row -> `Conflict`). Under READ COMMITTED a concurrent writer of the same room
+waits for the row lock, re-checks `seq = base_seq` on the winner's row and
+finds nothing: `Conflict`.
 
 A commit is one statement, `SELECT settlement_commit(...)` (migration 4,
 postgres_commit.py): one round trip, its own implicit transaction, with
