@@ -2,21 +2,31 @@
 
 Several nodes may use one database. Per-room serialisation is the same as in
 SQLite and does not rely on any process: `events` has primary key
-`(connection_id, seq)` and `rooms.seq` moves only from the seq the decision
-was made on (`UPDATE ... WHERE seq = base_seq`; no row -> `Conflict`). Under
-READ COMMITTED a concurrent writer of the same room waits for the row lock,
-re-checks `seq = base_seq` on the winner's row and finds nothing: `Conflict`.
+`(room, seq)` (the room's number, migration 5) and `rooms.seq` moves only
+from the seq the decision was made on (`UPDATE ... WHERE seq = base_seq`; no
+row -> `Conflict`). Under READ COMMITTED a concurrent writer of the same room
+waits for the row lock, re-checks `seq = base_seq` on the winner's row and
+finds nothing: `Conflict`.
 
-One transaction per `commit()`; `synchronous_commit = on` for every session,
-so nothing is acknowledged before PostgreSQL has flushed it.
+A commit is one statement, `SELECT settlement_commit(...)` (migration 4,
+postgres_commit.py): one round trip, its own implicit transaction, with
+`synchronous_commit = on` for every session, so nothing is acknowledged before
+PostgreSQL has flushed it. Group commit: while `max_in_flight` calls are
+running, new commits queue, and the next call takes everything queued (up to
+`max_batch`) as one transaction with one outcome per commit; a room that
+moved on fails alone. Every caller is answered after its call returned.
 
 Errors: a unique violation (or a deadlock / serialization failure) is
-`Conflict`; anything else, including a lost connection, a refused or
-exhausted server and a timeout, is `Unavailable`, and nothing was committed.
-The one case where the outcome is not known by itself is a connection lost
-*during* COMMIT: then the store asks the database (on another connection,
-waiting for the first one's transaction to finish) whether the commit's last
-event is there, and answers success, `Conflict` or `Unavailable` accordingly.
+`Conflict` (in a batch of several: each is written again on its own, so only
+its commit fails); anything else, including a refused or exhausted server and
+a timeout before the call was sent, is `Unavailable`, and nothing was
+committed. The one case where the outcome is not known by itself is a
+connection lost *during* the call: then the store, on another connection,
+ends the server process that ran it (`pg_terminate_backend`, waiting for it
+to exit, so an orphaned call cannot commit later), then looks for each
+commit's last event and answers success, `Conflict` or `Unavailable`
+accordingly; if the call provably changed nothing and the link was a stale
+pooled one, it is sent once more on a fresh connection.
 
 The schema and its migrations: postgres_schema.py; error classes: postgres_errors.py.
 """
@@ -32,8 +42,16 @@ import asyncpg
 import orjson
 import structlog
 
-from . import postgres_outbox
-from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
+from . import postgres_commit, postgres_outbox
+from .base import (
+    CREATE_SCOPE,
+    Commit,
+    Conflict,
+    IdempotencyRecord,
+    StoredRoom,
+    Unavailable,
+    room_of_scope,
+)
 from .postgres_errors import BROKEN, CONFLICT_ERRORS, RETRYABLE, VALUE_ERRORS
 from .postgres_schema import (  # noqa: F401 - re-exported: tests and operations use them here
     MIGRATIONS,
@@ -49,59 +67,20 @@ T = TypeVar("T")
 log = structlog.get_logger("settlement.store")
 
 MAX_SEQ = 2**63 - 1
+ROOM = "SELECT room FROM rooms WHERE connection_id = $1"  # the room's number (schema 5)
+MAX_BATCH = 64  # commits per call at most
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset between uses: nothing to send (no LISTEN, SET or session locks)."""
 
 
 class _CommitOutcomeUnknown(Exception):
-    """The connection failed while COMMIT was in flight."""
+    """The connection failed while the commit's call was in flight."""
 
-
-async def apply_commit(conn: asyncpg.Connection, change: Commit) -> None:
-    last_seq = change.events[-1]["seq"] if change.events else change.base_seq
-    if change.base_seq == 0:
-        await conn.execute(
-            "INSERT INTO rooms (connection_id, currency, status, seq) VALUES ($1, $2, $3, $4)",
-            change.connection_id,
-            change.currency,
-            change.status,
-            last_seq,
-        )
-    else:
-        done = await conn.fetchval(
-            "UPDATE rooms SET seq = $1, status = $2 WHERE connection_id = $3 AND seq = $4 "
-            "RETURNING 1",
-            last_seq,
-            change.status,
-            change.connection_id,
-            change.base_seq,
-        )
-        if done is None:
-            raise Conflict(f"{change.connection_id}: room moved on from {change.base_seq}")
-    if change.events:
-        await conn.executemany(
-            "INSERT INTO events (connection_id, seq, type, body) VALUES ($1, $2, $3, $4)",
-            [
-                (e["connection_id"], e["seq"], e["type"], orjson.dumps(e).decode())
-                for e in change.events
-            ],
-        )
-    if change.outbox:
-        await postgres_outbox.insert(conn, change.outbox)
-    for party, token_hash in change.seats.items():
-        await conn.execute(
-            "INSERT INTO seats (connection_id, party, token_hash) VALUES ($1, $2, $3) "
-            "ON CONFLICT (connection_id, party) DO UPDATE SET token_hash = excluded.token_hash",
-            change.connection_id,
-            party,
-            token_hash,
-        )
-    rec = change.idempotency
-    if rec is not None:
-        await conn.execute(
-            "INSERT INTO idempotency "
-            "(scope, request_id, connection_id, fingerprint, ack, token_nonce) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            *rec.row(),
-        )
+    def __init__(self, backend: tuple[int, Any]) -> None:
+        super().__init__(backend)
+        self.backend = backend  # (server pid, its backend_start or None)
 
 
 class PostgresStore:
@@ -113,9 +92,23 @@ class PostgresStore:
         command_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         on_outbox: Callable[[], None] | None = None,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
+        # Group commit: commits queued while `max_in_flight` calls are running go
+        # together in the next call, up to `max_batch` (1: every commit its own call).
+        # Half the pool by default: the rest stays free for reads and the deliverer
+        # (1, 2 or 10 calls at once measured the same, bench/README.md).
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight or max(1, pool_size // 2)
+        self._queue: list[tuple[Commit, asyncio.Future[BaseException | None]]] = []
+        self._flushing = 0
+        self._flushers: set[asyncio.Task[None]] = set()
+        # server pid -> backend_start of each pooled connection, to end the right
+        # backend when a call's outcome is unknown (a pid can be reused)
+        self._backends: dict[int, Any] = {}
         self.url = url
         self.pool_size = pool_size
         self.command_timeout = command_timeout
@@ -137,6 +130,8 @@ class PostgresStore:
                 command_timeout=self.command_timeout,
                 timeout=self.connect_timeout,
                 max_inactive_connection_lifetime=300,
+                init=self._init_connection,
+                reset=_no_reset,  # the store leaves no session state behind: no round trip
                 server_settings={
                     "application_name": "settlement",
                     "synchronous_commit": "on",
@@ -155,12 +150,19 @@ class PostgresStore:
             raise
         log.info("store_opened", backend="postgresql", url=where, pool_size=self.pool_size)
 
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        self._backends[conn.get_server_pid()] = await conn.fetchval(
+            "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+
     async def _discard_pool(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.terminate()
 
     async def close(self) -> None:
+        if self._flushers:  # commits already queued are answered first
+            await asyncio.wait(set(self._flushers))
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -214,86 +216,167 @@ class PostgresStore:
     # -- writes -------------------------------------------------------------
 
     async def commit(self, change: Commit) -> None:
-        try:
-            await self._with_retry(lambda: self._commit_once(change))
-        except _CommitOutcomeUnknown as exc:
-            await self._settle_unknown(change, exc)
+        if self.max_batch <= 1:
+            outcome = (await self._commit_batch([change]))[0]
+        else:
+            future: asyncio.Future[BaseException | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._queue.append((change, future))
+            if self._flushing < self.max_in_flight:
+                self._flushing += 1
+                task = asyncio.create_task(self._flush(), name="postgres-group-commit")
+                self._flushers.add(task)
+                task.add_done_callback(self._flushers.discard)
+            outcome = await asyncio.shield(future)
+        if outcome is not None:
+            raise outcome
         if change.outbox and self.on_outbox is not None:
             self.on_outbox()
 
-    async def _commit_once(self, change: Commit) -> None:
-        async with self._connection() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                await apply_commit(conn, change)
-            except BaseException as exc:
+    async def _flush(self) -> None:
+        """Write what is queued, a batch per call, until the queue is empty."""
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
                 try:
-                    await tx.rollback()
-                except BaseException:
-                    pass  # a dead connection rolled it back already
-                if isinstance(exc, CONFLICT_ERRORS):
-                    raise Conflict(f"{change.connection_id}: {exc}") from exc
-                raise
+                    outcomes = await self._commit_batch([c for c, _ in batch])
+                except Exception as exc:  # pragma: no cover - _commit_batch answers all
+                    outcomes = [Unavailable(f"PostgreSQL: {exc!r}")] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+        finally:
+            self._flushing -= 1
+
+    async def _commit_batch(self, changes: list[Commit]) -> list[BaseException | None]:
+        """Write `changes` in one call (one transaction); an outcome per commit.
+
+        One retry on a fresh connection when the first one turns out dead and
+        nothing was committed; a unique violation or a refused value in a batch
+        of several: each again on its own, so that only its own commit fails.
+        """
+        for attempt in (0, 1):
             try:
-                await self._finish(tx)
-            except CONFLICT_ERRORS as exc:  # deferred checks or serialization at COMMIT
-                raise Conflict(f"{change.connection_id}: {exc}") from exc
+                return await self._call(changes)
+            except _CommitOutcomeUnknown as exc:
+                outcomes = await self._settle_unknown(changes, exc)
+                cause = exc.__cause__
+                retry = [i for i, o in enumerate(outcomes) if isinstance(o, _NothingCommitted)]
+                if attempt or not isinstance(cause, RETRYABLE) or len(retry) < len(changes):
+                    return outcomes
+                log.info("store_retry_stale_connection", error=repr(cause))
+            except (*CONFLICT_ERRORS, *VALUE_ERRORS) as exc:
+                if len(changes) > 1:
+                    return await self._one_by_one(changes)
+                if isinstance(exc, CONFLICT_ERRORS):
+                    return [Conflict(f"{changes[0].connection_id}: {exc}")]
+                return [Unavailable(f"PostgreSQL refused a value: {exc}")]
+            except RETRYABLE as exc:  # raised before the call was sent (acquire)
+                if attempt:
+                    return [Unavailable(f"PostgreSQL: {exc!r}")] * len(changes)
+                log.info("store_retry_stale_connection", error=repr(exc))
+            except (*BROKEN, asyncpg.PostgresError) as exc:
+                return [Unavailable(f"PostgreSQL: {exc!r}")] * len(changes)
+        raise AssertionError("unreachable")
+
+    async def _one_by_one(self, changes: list[Commit]) -> list[BaseException | None]:
+        results = await asyncio.gather(*(self._commit_batch([c]) for c in changes))
+        return [r[0] for r in results]
+
+    async def _call(self, changes: list[Commit]) -> list[BaseException | None]:
+        # Rooms in one order in every batch, so two batches never wait for each
+        # other's row locks in a circle (a room's own commits keep their order).
+        order = sorted(range(len(changes)), key=lambda i: changes[i].connection_id)
+        args = postgres_commit.arguments([changes[i] for i in order])
+        async with self._connection() as conn:
+            backend = (conn.get_server_pid(), self._backends.get(conn.get_server_pid()))
+            try:
+                written = await self._send(conn, args)
             except VALUE_ERRORS:
                 raise
             except BROKEN as exc:
-                raise _CommitOutcomeUnknown(repr(exc)) from exc
+                raise _CommitOutcomeUnknown(backend) from exc
+        outcomes: list[BaseException | None] = [None] * len(changes)
+        for i, ok in zip(order, written, strict=True):
+            if not ok:
+                c = changes[i]
+                outcomes[i] = Conflict(f"{c.connection_id}: room moved on from {c.base_seq}")
+        return outcomes
 
-    async def _finish(self, tx: Any) -> None:
-        """Send COMMIT (a separate method so tests can fail it on purpose)."""
-        await tx.commit()
+    async def _send(self, conn: asyncpg.Connection, args: list[list[Any]]) -> list[bool]:
+        """The one statement of a commit (a separate method so tests can fail it on purpose)."""
+        written: list[bool] = await conn.fetchval(postgres_commit.CALL, *args)
+        return written
 
-    async def _settle_unknown(self, change: Commit, cause: BaseException) -> None:
-        """COMMIT was sent and the link failed: find out whether it took effect.
+    async def _settle_unknown(
+        self, changes: list[Commit], unknown: _CommitOutcomeUnknown
+    ) -> list[BaseException | None]:
+        """The call was sent and the link failed: find out whether it took effect.
 
-        Inserting the commit's last event key on another connection waits for any
-        transaction still holding that key, so the answer is final: our body there
-        -> committed; another body -> someone else won (`Conflict`); the key free
-        -> nothing was committed (`Unavailable`). If even that fails: `Unavailable`
-        with the outcome stated as unknown (a retry with the same request_id is
-        answered from the idempotency table if it did commit).
+        The server may still be running it (waiting for a row lock, say, or with
+        the call still in its socket), so first that backend is ended
+        (`pg_terminate_backend`, waiting for it to exit); after that its
+        transaction is committed or rolled back for good. Then each commit's
+        last event tells: our body there -> committed; another body -> someone
+        else won (`Conflict`); the key free -> nothing of it was committed
+        (`Unavailable`). If even that fails: `Unavailable` with the outcome stated
+        as unknown (a retry with the same request_id is answered from the
+        idempotency table if it did commit).
         """
-        log.warning("commit_outcome_unknown", connection_id=change.connection_id, error=str(cause))
-        if not change.events:
-            raise Unavailable(f"PostgreSQL: the commit's outcome is unknown: {cause}")
-        last = change.events[-1]
-        body = orjson.dumps(last).decode()
+        cause = unknown.__cause__
+        pid, started = unknown.backend
+        log.warning("commit_outcome_unknown", commits=len(changes), error=repr(cause))
+        keys = [c.events[-1] for c in changes if c.events]
 
-        async def probe() -> str | None:
-            async with self._connection() as conn, conn.transaction():
-                free = await conn.fetchval(
-                    "INSERT INTO events (connection_id, seq, type, body) VALUES ($1, $2, '', '') "
-                    "ON CONFLICT DO NOTHING RETURNING 1",
-                    last["connection_id"],
-                    last["seq"],
-                )
-                stored: str | None = None
-                if free is None:
-                    stored = await conn.fetchval(
-                        "SELECT body FROM events WHERE connection_id = $1 AND seq = $2",
-                        last["connection_id"],
-                        last["seq"],
+        async def probe() -> dict[tuple[str, int], str]:
+            async with self._connection() as conn:
+                if started is not None:
+                    ended = await conn.fetchval(
+                        "SELECT coalesce(bool_and(pg_terminate_backend(pid, $3)), true) "
+                        "FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2",
+                        pid,
+                        started,
+                        int(self.command_timeout * 1000),
                     )
-                raise _Probe(stored)  # always roll the probe back
+                    if not ended:
+                        raise Unavailable(f"backend {pid} did not end")
+                rows = await conn.fetch(
+                    "SELECT k.cid, k.seq, e.body FROM unnest($1::text[], $2::bigint[]) "
+                    "AS k(cid, seq) JOIN rooms AS r ON r.connection_id = k.cid "
+                    "JOIN events AS e ON e.room = r.room AND e.seq = k.seq",
+                    [k["connection_id"] for k in keys],
+                    [k["seq"] for k in keys],
+                )
+            return {(r[0], r[1]): r[2] for r in rows}
 
+        unknown_outcome: list[BaseException | None]
         try:
-            await self._with_retry(probe)
-        except _Probe as answer:
-            if answer.body == body:
-                log.info("commit_outcome_committed", connection_id=change.connection_id)
-                return
-            if answer.body is None:
-                raise Unavailable(f"PostgreSQL: nothing committed: {cause}") from None
-            raise Conflict(f"{change.connection_id}: seq {last['seq']} taken") from None
+            if started is None:  # the backend was never identified: it cannot be ended
+                raise Unavailable("the server process is not known")
+            stored = await self._with_retry(probe)
         except Unavailable as exc:
-            raise Unavailable(
-                f"PostgreSQL: the commit's outcome is unknown ({cause}); {exc}"
-            ) from exc
+            message = f"PostgreSQL: the commit's outcome is unknown ({cause!r}); {exc}"
+            unknown_outcome = [Unavailable(message)] * len(changes)
+            return unknown_outcome
+        outcomes: list[BaseException | None] = []
+        for c in changes:
+            if not c.events:
+                outcomes.append(
+                    Unavailable(f"PostgreSQL: the commit's outcome is unknown: {cause}")
+                )
+                continue
+            last = c.events[-1]
+            body = stored.get((last["connection_id"], last["seq"]))
+            if body is None:
+                outcomes.append(_NothingCommitted(f"PostgreSQL: nothing committed: {cause!r}"))
+            elif body == orjson.dumps(last).decode():
+                log.info("commit_outcome_committed", connection_id=c.connection_id)
+                outcomes.append(None)
+            else:
+                outcomes.append(Conflict(f"{c.connection_id}: seq {last['seq']} taken"))
+        return outcomes
 
     # -- reads --------------------------------------------------------------
 
@@ -304,18 +387,16 @@ class PostgresStore:
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
                 rows = await conn.fetch(
-                    "SELECT body FROM events WHERE connection_id = $1 ORDER BY seq",
-                    connection_id,
+                    f"SELECT body FROM events WHERE room = ({ROOM}) ORDER BY seq", connection_id
                 )
                 if not rows:
                     return None
                 seats = await conn.fetch(
-                    "SELECT party, token_hash FROM seats WHERE connection_id = $1",
-                    connection_id,
+                    f"SELECT party, token_hash FROM seats WHERE room = ({ROOM})", connection_id
                 )
                 keys = await conn.fetch(
                     "SELECT scope, request_id, connection_id, fingerprint, ack, token_nonce "
-                    "FROM idempotency WHERE connection_id = $1",
+                    f"FROM idempotency WHERE room = ({ROOM})",
                     connection_id,
                 )
             hashes: dict[str, str | None] = {"A": None, "B": None}
@@ -332,7 +413,7 @@ class PostgresStore:
         async def op() -> list[dict[str, Any]]:
             async with self._connection() as conn:
                 rows = await conn.fetch(
-                    "SELECT body FROM events WHERE connection_id = $1 AND seq > $2 "
+                    f"SELECT body FROM events WHERE room = ({ROOM}) AND seq > $2 "
                     "ORDER BY seq LIMIT $3",
                     connection_id,
                     after,
@@ -345,12 +426,22 @@ class PostgresStore:
     async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None:
         async def op() -> IdempotencyRecord | None:
             async with self._connection() as conn:
-                row = await conn.fetchrow(
-                    "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
-                    "WHERE scope = $1 AND request_id = $2",
-                    scope,
-                    request_id,
-                )
+                if scope == CREATE_SCOPE:  # its own index; other scopes name their room
+                    row = await conn.fetchrow(
+                        "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
+                        "WHERE scope = $1 AND request_id = $2",
+                        scope,
+                        request_id,
+                    )
+                else:
+                    row = await conn.fetchrow(
+                        "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
+                        f"WHERE room = ({ROOM.replace('$1', '$3')}) "
+                        "AND scope = $1 AND request_id = $2",
+                        scope,
+                        request_id,
+                        room_of_scope(scope),
+                    )
             if row is None:
                 return None
             return IdempotencyRecord(
@@ -384,10 +475,8 @@ class PostgresStore:
         return await self._with_retry(op)
 
 
-class _Probe(Exception):
-    def __init__(self, body: str | None) -> None:
-        super().__init__(body)
-        self.body = body
+class _NothingCommitted(Unavailable):
+    """The link failed during the call, and the call is known to have changed nothing."""
 
 
 if __name__ == "__main__":  # python -m settlement.store.postgres postgresql://...

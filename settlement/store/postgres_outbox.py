@@ -1,6 +1,7 @@
 """The webhook outbox in PostgreSQL (migration 3): the queue's statements.
 
-The same queues as in SQLite (sqlite_outbox.py): per (connection, endpoint)
+A commit's messages are written by `settlement_commit` (postgres_commit.py)
+with its events. The same queues as in SQLite (sqlite_outbox.py): per (connection, endpoint)
 in `seq` order, only the head has a `next_attempt`. Several nodes claim with
 `FOR UPDATE SKIP LOCKED` and an expiring lease (`lease_until`), so each
 message is held by one node at a time and a dead node's messages are claimed
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .base import OutboxRow, Outcome, WebhookClaim, WebhookRow, outbox_heads
+from .base import Outcome, WebhookClaim, WebhookRow
 
 T = TypeVar("T")
 
@@ -42,14 +43,6 @@ CREATE TABLE webhooks (
     UNIQUE (connection_id, endpoint, seq)
 );
 CREATE INDEX webhooks_waiting ON webhooks (next_attempt) WHERE state = 'waiting';
-"""
-
-INSERT = """
-INSERT INTO webhooks (connection_id, seq, endpoint, body, created, next_attempt)
-VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::boolean AND coalesce((
-    SELECT p.state FROM webhooks AS p
-    WHERE p.connection_id = $1 AND p.endpoint = $3 AND p.seq < $2
-    ORDER BY p.seq DESC LIMIT 1), '') <> 'waiting' THEN $5::float8 END)
 """
 
 CLAIM = """
@@ -91,17 +84,6 @@ PENDING = """
 SELECT connection_id, seq, endpoint, state, attempts, next_attempt, created, last_error
 FROM webhooks WHERE state IN ('waiting', 'abandoned') ORDER BY connection_id, endpoint, seq
 """
-
-
-async def insert(conn: asyncpg.Connection, rows: list[OutboxRow]) -> None:
-    """The messages of one commit, inside its transaction (after its `UPDATE rooms`)."""
-    await conn.executemany(
-        INSERT,
-        [
-            (r.connection_id, r.seq, r.endpoint, r.body, r.created, head)
-            for r, head in zip(rows, outbox_heads(rows), strict=True)
-        ],
-    )
 
 
 Connection = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from . import postgres_outbox
+from . import postgres_commit, postgres_outbox
 
 log = structlog.get_logger("settlement.store")
 
@@ -54,6 +54,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: the webhook outbox, written with the events (postgres_outbox.py).
     postgres_outbox.MIGRATION,
+    # 4: a commit in one statement: the function settlement_commit (postgres_commit.py).
+    postgres_commit.MIGRATION,
+    # 5: rooms numbered, and the keys of events, seats and idempotency start with
+    # the number (postgres_commit.py, MIGRATION_5).
+    postgres_commit.MIGRATION_5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"

@@ -430,11 +430,13 @@ async def test_migrations_create_schema_like_sqlite(pg: Stores, tmp_path: Path) 
     with sqlite3.connect(tmp_path / "a.db") as db:
         tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         lite_cols = {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
-    # The same columns, but for SQLite's room numbers (schema 4): its keys start
-    # with a number in order of creation rather than the random connection id.
+    # The same columns, room numbers included (SQLite's schema 4, PostgreSQL's
+    # migration 5, which added them last): keys start with a number in order of
+    # creation rather than the random connection id.
     for t in ("rooms", "events", "seats", "idempotency"):
-        assert lite_cols[t][0] == "room"
+        assert lite_cols[t][0] == "room" and pg_cols[t][-1] == "room"
         del lite_cols[t][0]
+        del pg_cols[t][-1]
     # The outbox: SQLite's messages are keyed by room number (and rowid), PostgreSQL's by id.
     assert (lite_cols["webhooks"].pop(0), pg_cols["webhooks"].pop(0)) == ("room", "id")
     assert pg_cols == lite_cols
@@ -496,30 +498,28 @@ async def test_failed_migration_rolls_back_whole(pg: Stores) -> None:
 
 
 class _LostAfterCommit(PostgresStore):
-    """The COMMIT reaches the server, then the link breaks before the answer."""
+    """The call reaches the server and commits, then the link breaks before the answer."""
 
-    async def _finish(self, tx: Any) -> None:
-        await tx.commit()
-        raise ConnectionResetError("link lost after COMMIT")
+    async def _send(self, conn: Any, args: Any) -> list[bool]:
+        written = await super()._send(conn, args)
+        raise ConnectionResetError(f"link lost after the commit ({written})")
 
 
 class _LostBeforeCommit(PostgresStore):
-    """The link breaks with COMMIT unsent: the server rolls back."""
+    """The link breaks with the call unsent: nothing happens on the server."""
 
-    async def _finish(self, tx: Any) -> None:
-        await tx.rollback()
-        raise ConnectionResetError("link lost before COMMIT")
+    async def _send(self, conn: Any, args: Any) -> list[bool]:
+        raise ConnectionResetError("link lost before the call")
 
 
 class _LostOtherWon(PostgresStore):
-    """While our COMMIT's fate is unknown, another writer took the seq."""
+    """While our call's fate is unknown, another writer took the seq."""
 
     other: Callable[[], Any]
 
-    async def _finish(self, tx: Any) -> None:
-        await tx.rollback()
+    async def _send(self, conn: Any, args: Any) -> list[bool]:
         await self.other()
-        raise TimeoutError("COMMIT timed out")
+        raise TimeoutError("the call timed out")
 
 
 async def test_commit_outcome_unknown_is_resolved(pg: Stores) -> None:
