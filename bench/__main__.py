@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from . import figures
-from .cluster import Backends
+from .cluster import Backends, statement_mix
 from .meters import costs, snapshot
 from .servers import ROOT, ServerProcess, start_ceiling, start_receiver, start_service
 from .worker import COMMANDS_PER_NEGOTIATION, raise_nofile, worker_main
@@ -309,7 +309,8 @@ def fmt_costs(c: dict[str, Any]) -> str:
     per = c["per_command"]
     if "pg_statements" in per:
         line += (
-            f"; pg statements {per['pg_statements']:.2f} (commits {per['pg_commits']:.2f}), "
+            f"; pg statements {per['pg_statements']:.2f} (round trips "
+            f"{per['pg_round_trips']:.2f}, commits {per['pg_commits']:.2f}), "
             f"WAL {per['pg_wal_bytes']:.0f} B"
         )
     if "redis_commands" in per:
@@ -383,7 +384,8 @@ def path_headline(result: dict[str, Any], base: str) -> dict[str, Any]:
         out[f"{name}_p99_ms"] = half["p99_ms"] if half else None
         out[f"{name}_cpu_us_per_command"] = c["cpu_us_per_command"].get("all")
         out[f"{name}_node_cpu_us_per_command"] = c["cpu_us_per_command"].get("node")
-        for k in ("pg_statements", "pg_commits", "pg_wal_bytes", "redis_commands"):
+        keys = ("pg_statements", "pg_round_trips", "pg_commits", "pg_wal_bytes", "redis_commands")
+        for k in keys:
             if k in c["per_command"]:
                 out[f"{name}_{k.removeprefix('pg_')}_per_command"] = c["per_command"][k]
     if summary["paths"]:
@@ -398,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="short run, 2,000 sockets, < 60 s")
     p.add_argument("--workers", type=int, default=2, help="client processes (default 2)")
-    p.add_argument("--pairs", default="50,200", help="concurrent pairs for throughput")
+    p.add_argument("--pairs", help="concurrent pairs for throughput (50,200)")
     p.add_argument("--duration", type=float, help="seconds per throughput window")
     p.add_argument("--rounds", type=int, help="service/ceiling window pairs per concurrency")
     p.add_argument("--latency-duration", type=float, help="seconds per latency window")
@@ -443,8 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes > 1:
         args.database = "postgresql"
     on_pg = args.database == "postgresql"
-    if args.loads is None:  # quick PostgreSQL runs: two loads, so they stay near a minute
-        args.loads = "0.25,0.5" if args.quick and on_pg else "0.1,0.25,0.5,0.75"
+    # Quick PostgreSQL runs: 50 pairs and half load only, so that they stay near a minute.
+    if args.loads is None:
+        args.loads = "0.5" if args.quick and on_pg else "0.1,0.25,0.5,0.75"
+    if args.pairs is None:
+        args.pairs = "50" if args.quick and on_pg else "50,200"
     args.warmup = 0.5 if args.quick else 2.0
     args.duration = args.duration or (2.5 if args.quick else 6.0)
     # Five rounds: the median ratio then shrugs off one or two windows that the
@@ -532,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.rounds} round(s) of {args.duration:g} s:"
         )
         summary: dict[str, dict[str, Any]] = {}
+        mix0 = {path.name: path.statement_calls() for path in paths}
         for pairs in pair_counts:
             rows: list[dict[str, Any]] = []
             for rnd in range(args.rounds):
@@ -562,6 +568,20 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in summary.items()
             )
         )
+        # Which statements, over the whole throughput phase (warm-ups included),
+        # scaled to the statements per command of the windows at pairs[0].
+        result["pg_statement_mix"] = mix = {
+            path.name: statement_mix(
+                mix0[path.name],
+                path.statement_calls(),
+                summary[str(pair_counts[0])]["costs"][path.name]["per_command"]["pg_statements"],
+            )
+            for path in paths
+        }
+        for name, statements in mix.items():
+            log(f"  {name}: statements per command (the commonest, throughout the phase):")
+            for m in statements:
+                log(f"    {m['per_command']:6.2f}  {m['query'][:110]}")
         for k, v in summary.items():
             for name, e in v["paths"].items():
                 vs = ", ".join(

@@ -36,15 +36,47 @@ PG_OPTIONS = (
     "-c pg_stat_statements.track_utility=on -c pg_stat_statements.max=10000"
 )
 
+# asyncpg's pool resets a connection on release with one simple query of four
+# statements (SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL):
+# one round trip, four pg_stat_statements entries. `round_trips` counts it once.
+RESET_TAIL = ("SELECT pg_advisory_unlock_all()", "CLOSE ALL", "UNLISTEN *")
+
 COUNTERS_SQL = """
 SELECT
   coalesce(sum(s.calls), 0)::float8 AS statements,
+  coalesce(sum(s.calls) FILTER (WHERE NOT s.query = ANY($2::text[])), 0)::float8
+    AS round_trips,
   coalesce(sum(s.calls) FILTER (WHERE upper(ltrim(s.query)) LIKE 'COMMIT%'), 0)::float8
     AS commits,
   pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 AS wal
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = $1
 """
+
+
+MIX_SQL = """
+SELECT s.query, sum(s.calls)::float8 AS calls
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = $1 GROUP BY s.query
+"""
+
+
+def statement_mix(
+    before: dict[str, float], after: dict[str, float], per_command: float, top: int = 12
+) -> list[dict[str, Any]]:
+    """The statements between two `statement_calls`, commonest first: each one's share
+    of them all, and that share of `per_command` (the windows' statements per command)."""
+    calls = {q: n - before.get(q, 0.0) for q, n in after.items()}
+    total = sum(calls.values())
+    ranked = sorted(((n, q) for q, n in calls.items() if n > 0), reverse=True)[:top]
+    return [
+        {
+            "query": " ".join(q.split())[:200],
+            "share": round(n / total, 4),
+            "per_command": round(n / total * per_command, 3),
+        }
+        for n, q in ranked
+    ]
 
 
 class Postgres:
@@ -77,12 +109,20 @@ class Postgres:
         return [("postgres", p) for p in (master, *master.children(recursive=True))]
 
     def counters(self, database: str) -> dict[str, float]:
-        row = self._loop.run_until_complete(self._conn.fetchrow(COUNTERS_SQL, database))
+        row = self._loop.run_until_complete(
+            self._conn.fetchrow(COUNTERS_SQL, database, list(RESET_TAIL))
+        )
         return {
             "pg_statements": float(row["statements"]),
+            "pg_round_trips": float(row["round_trips"]),
             "pg_commits": float(row["commits"]),
             "pg_wal_bytes": float(row["wal"]),
         }
+
+    def statement_calls(self, database: str) -> dict[str, float]:
+        """pg_stat_statements' calls by (normalised) statement text, for one database."""
+        rows = self._loop.run_until_complete(self._conn.fetch(MIX_SQL, database))
+        return {str(r["query"]): float(r["calls"]) for r in rows}
 
     def log_tail(self) -> str:
         return self.server.log()
@@ -199,6 +239,9 @@ class PgPath:
         if self.redis is not None:
             got.update(self.redis.counters())
         return got
+
+    def statement_calls(self) -> dict[str, float]:
+        return self.pg.statement_calls(self.database)
 
     def log_tail(self) -> str:
         tails = [f"[{n.name}]\n{n.log_tail()}" for n in self.nodes]
