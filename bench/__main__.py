@@ -1,8 +1,10 @@
-"""`python -m bench [--quick]`: throughput, latency and memory of the settlement server.
+"""`python -m bench [--quick] [--database postgresql] [--nodes 2]`: throughput, latency
+and memory of the settlement server.
 
 See bench/README.md. The last line printed is one JSON object:
-`{"commands_per_s", "ceiling_per_s", "ratio", "p50_ms", "p99_ms", "rss_kib_per_socket", "sockets"}`;
-the whole result goes to bench/results/latest.json.
+`{"commands_per_s", "ceiling_per_s", "ratio", "p50_ms", "p99_ms", "rss_kib_per_socket", "sockets"}`,
+plus `pg_*` and `pg2_*` fields for the PostgreSQL paths;
+the whole result goes to bench/results/latest.json (`--out`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import psutil
 
 from . import figures
 from .cluster import Backends, statement_mix
+from .figures import fmt_costs, path_headline
 from .meters import costs, snapshot
 from .servers import ROOT, ServerProcess, start_ceiling, start_receiver, start_service
 from .worker import COMMANDS_PER_NEGOTIATION, raise_nofile, worker_main
@@ -301,25 +304,6 @@ def fmt_cpu(r: dict[str, Any]) -> str:
     )
 
 
-def fmt_costs(c: dict[str, Any]) -> str:
-    """One window's cost per acked command (bench/meters.py)."""
-    cpu = c["cpu_us_per_command"]
-    parts = " + ".join(f"{k} {v:.0f}" for k, v in cpu.items() if k != "all")
-    line = f"per command: cpu us {parts} = {cpu['all']:.0f}"
-    per = c["per_command"]
-    if "pg_statements" in per:
-        line += (
-            f"; pg statements {per['pg_statements']:.2f} (round trips "
-            f"{per['pg_round_trips']:.2f}, commits {per['pg_commits']:.2f}), "
-            f"WAL {per['pg_wal_bytes']:.0f} B"
-        )
-    if "redis_commands" in per:
-        line += (
-            f"; redis commands {per['redis_commands']:.2f} (publishes {per['redis_publishes']:.2f})"
-        )
-    return line + f"; machine's disk writes {per['disk_bytes']:.0f} B"
-
-
 def profile_server(
     server: ServerProcess, bench: Bench, seconds: float, out: Path, name: str = "profile"
 ) -> Path | None:
@@ -364,36 +348,6 @@ def profile_server(
     for p in procs:
         p.wait(60)
     return raw if raw.exists() else None
-
-
-def path_headline(result: dict[str, Any], base: str) -> dict[str, Any]:
-    """The PostgreSQL paths' figures at `base` pairs, for the headline (none on SQLite)."""
-    out: dict[str, Any] = {}
-    summary = result["summary"][base]
-    for name, e in summary["paths"].items():
-        c = summary["costs"][name]
-        out[f"{name}_per_s"] = e["per_s"]
-        for label in ("sqlite", "pg", "ceiling"):
-            if f"vs_{label}" in e:
-                out[f"{name}_{label}_ratio"] = e[f"vs_{label}"]
-        half = min(
-            (r for r in result["latency"] if r["server"] == name),
-            key=lambda r: abs(r["fraction"] - 0.5),
-            default=None,
-        )
-        out[f"{name}_p99_ms"] = half["p99_ms"] if half else None
-        out[f"{name}_cpu_us_per_command"] = c["cpu_us_per_command"].get("all")
-        out[f"{name}_node_cpu_us_per_command"] = c["cpu_us_per_command"].get("node")
-        keys = ("pg_statements", "pg_round_trips", "pg_commits", "pg_wal_bytes", "redis_commands")
-        for k in keys:
-            if k in c["per_command"]:
-                out[f"{name}_{k.removeprefix('pg_')}_per_command"] = c["per_command"][k]
-    if summary["paths"]:
-        out["sqlite_cpu_us_per_command"] = summary["costs"]["service"]["cpu_us_per_command"]["all"]
-    scale = {r["server"]: r for r in result["scale"]}
-    if "pg" in scale:
-        out["pg_rss_kib_per_socket"] = scale["pg"]["kib_per_socket"]
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
-"""The throughput summary of one concurrency: medians of rounds, and ratios of adjacent windows.
+"""The figures: medians of rounds and ratios of adjacent windows, for one concurrency.
 
 `rows` are the window results (bench/__main__.py `Bench.window`) of one pair
 count, each with `server` (service = SQLite, pg, pg2, ceiling) and `round`. A
 ratio is taken inside each round (its windows ran back to back) and the median
 of those is reported, so outside load that hits one round hits both sides.
+Also the PostgreSQL paths' headline fields and the per-command log line.
 """
 
 from __future__ import annotations
@@ -95,3 +96,52 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         paths[name] = entry
     out["paths"] = paths
     return out
+
+
+def path_headline(result: dict[str, Any], base: str) -> dict[str, Any]:
+    """The PostgreSQL paths' figures at `base` pairs, for the headline (none on SQLite)."""
+    out: dict[str, Any] = {}
+    summary = result["summary"][base]
+    for name, e in summary["paths"].items():
+        c = summary["costs"][name]
+        out[f"{name}_per_s"] = e["per_s"]
+        for label in ("sqlite", "pg", "ceiling"):
+            if f"vs_{label}" in e:
+                out[f"{name}_{label}_ratio"] = e[f"vs_{label}"]
+        half = min(
+            (r for r in result["latency"] if r["server"] == name),
+            key=lambda r: abs(r["fraction"] - 0.5),
+            default=None,
+        )
+        out[f"{name}_p99_ms"] = half["p99_ms"] if half else None
+        out[f"{name}_cpu_us_per_command"] = c["cpu_us_per_command"].get("all")
+        out[f"{name}_node_cpu_us_per_command"] = c["cpu_us_per_command"].get("node")
+        keys = ("pg_statements", "pg_round_trips", "pg_commits", "pg_wal_bytes", "redis_commands")
+        for k in keys:
+            if k in c["per_command"]:
+                out[f"{name}_{k.removeprefix('pg_')}_per_command"] = c["per_command"][k]
+    if summary["paths"]:
+        out["sqlite_cpu_us_per_command"] = summary["costs"]["service"]["cpu_us_per_command"]["all"]
+    scale = {r["server"]: r for r in result["scale"]}
+    if "pg" in scale:
+        out["pg_rss_kib_per_socket"] = scale["pg"]["kib_per_socket"]
+    return out
+
+
+def fmt_costs(c: dict[str, Any]) -> str:
+    """One window's cost per acked command (bench/meters.py)."""
+    cpu = c["cpu_us_per_command"]
+    parts = " + ".join(f"{k} {v:.0f}" for k, v in cpu.items() if k != "all")
+    line = f"per command: cpu us {parts} = {cpu['all']:.0f}"
+    per = c["per_command"]
+    if "pg_statements" in per:
+        line += (
+            f"; pg statements {per['pg_statements']:.2f} (round trips "
+            f"{per['pg_round_trips']:.2f}, commits {per['pg_commits']:.2f}), "
+            f"WAL {per['pg_wal_bytes']:.0f} B"
+        )
+    if "redis_commands" in per:
+        line += (
+            f"; redis commands {per['redis_commands']:.2f} (publishes {per['redis_publishes']:.2f})"
+        )
+    return line + f"; machine's disk writes {per['disk_bytes']:.0f} B"

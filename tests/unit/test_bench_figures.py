@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.figures import round_ratios, summarize
+from bench.figures import path_headline, round_ratios, summarize
 from bench.meters import Snapshot, costs
 
 
@@ -72,3 +72,31 @@ def test_ratios_are_taken_inside_each_round_then_the_median() -> None:
     assert s["paths"]["pg2"]["per_s"] == 500.0
     assert s["costs"]["pg"]["per_command"] == {"pg_statements": 10.0}
     assert s["costs"]["pg"]["cpu_us_per_command"]["all"] == 2_000.0
+
+
+def test_the_headline_of_the_postgresql_paths() -> None:
+    rows = []
+    for rnd in range(3):
+        rows += [_row("service", rnd, 4_000), _row("pg", rnd, 1_000), _row("ceiling", rnd, 8_000)]
+    summary = summarize(rows)
+    result = {
+        "summary": {"50": summary},
+        "latency": [
+            {"server": "pg", "fraction": 0.25, "p99_ms": 3.0},
+            {"server": "pg", "fraction": 0.5, "p99_ms": 4.0},
+        ],
+        "scale": [],
+    }
+    h = path_headline(result, "50")
+    assert h["pg_per_s"] == 1_000.0
+    assert h["pg_sqlite_ratio"] == 0.25 and h["pg_ceiling_ratio"] == 0.125
+    assert h["pg_p99_ms"] == 4.0
+    assert h["pg_statements_per_command"] == 10.0
+    assert h["pg_cpu_us_per_command"] == 2_000.0 and h["pg_node_cpu_us_per_command"] == 1_000.0
+    assert h["sqlite_cpu_us_per_command"] == 500.0
+    assert "pg2_per_s" not in h
+    # a SQLite-only run adds nothing to the headline
+    only = [r for r in rows if r["server"] != "pg"]
+    assert (
+        path_headline({"summary": {"50": summarize(only)}, "latency": [], "scale": []}, "50") == {}
+    )
