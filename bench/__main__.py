@@ -1,8 +1,10 @@
-"""`python -m bench [--quick]`: throughput, latency and memory of the settlement server.
+"""`python -m bench [--quick] [--database postgresql] [--nodes 2]`: throughput, latency
+and memory of the settlement server.
 
 See bench/README.md. The last line printed is one JSON object:
-`{"commands_per_s", "ceiling_per_s", "ratio", "p50_ms", "p99_ms", "rss_kib_per_socket", "sockets"}`;
-the whole result goes to bench/results/latest.json.
+`{"commands_per_s", "ceiling_per_s", "ratio", "p50_ms", "p99_ms", "rss_kib_per_socket", "sockets"}`,
+plus `pg_*` and `pg2_*` fields for the PostgreSQL paths;
+the whole result goes to bench/results/latest.json (`--out`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from typing import Any
 
 import psutil
 
+from . import figures
+from .cluster import Backends, statement_mix
+from .figures import fmt_costs, path_headline
+from .meters import costs, snapshot
 from .servers import ROOT, ServerProcess, start_ceiling, start_receiver, start_service
 from .worker import COMMANDS_PER_NEGOTIATION, raise_nofile, worker_main
 
@@ -114,7 +120,10 @@ class Bench:
         a = self.args
         shares = split(pairs, len(self.workers.conns))
         self.workers.ask(
-            [{"op": "open", "url": server.url, "pairs": n} if n else None for n in shares]
+            [
+                {"op": "open", "url": server.url, "url_b": server.url_b, "pairs": n} if n else None
+                for n in shares
+            ]
         )
         time.sleep(0.2)
         t_start = time.monotonic() + 0.2
@@ -143,9 +152,11 @@ class Bench:
             if msg is not None:
                 conn.send(msg)
         _sleep_until(t0)
+        snap0 = snapshot(server.processes, server.counters)
         s0, m0, c0 = server.cpu_seconds(), psutil.cpu_times(), time.monotonic()
         _sleep_until(t1)
         s1, m1, c1 = server.cpu_seconds(), psutil.cpu_times(), time.monotonic()
+        snap1 = snapshot(server.processes, server.counters)
         rss = server.rss()
         replies = []
         for conn, msg in zip(self.workers.conns, msgs, strict=True):
@@ -188,12 +199,17 @@ class Bench:
         result["client_cpu_total_pct"] = round(sum(result["client_cpu_pct"]), 1)
         server_cpu_s = s1 - s0
         result["commands_per_cpu_s"] = round(ok_acks / server_cpu_s, 1) if server_cpu_s else 0.0
+        # Per acked command: CPU of every server process (node(s), PostgreSQL, Redis,
+        # nginx), disk writes, database statements, WAL bytes, Redis commands.
+        result["costs"] = spent = costs(snap0, snap1, ok_acks)
+        cpu_s: dict[str, float] = spent["cpu_s"]  # type: ignore[assignment]
+        result["server_group_cpu_pct"] = {k: round(v / wall * 100, 1) for k, v in cpu_s.items()}
         # Whatever else ran on the machine meanwhile (it is shared): busy minus ours.
         result["other_cpu_pct"] = round(
             max(
                 0.0,
                 result["machine_cpu_pct"]
-                - result["server_cpu_pct"]
+                - result["server_group_cpu_pct"]["all"]
                 - result["client_cpu_total_pct"],
             ),
             1,
@@ -227,7 +243,10 @@ class Bench:
         started = time.monotonic()
         c0 = server.cpu_seconds()
         opened = self.workers.ask(
-            [{"op": "open", "url": server.url, "pairs": k} if k else None for k in shares]
+            [
+                {"op": "open", "url": server.url, "url_b": server.url_b, "pairs": k} if k else None
+                for k in shares
+            ]
         )
         seated = self.workers.ask([{"op": "seat"} if k else None for k in shares])
         setup = time.monotonic() - started
@@ -276,10 +295,12 @@ def _median_rss(server: ServerProcess) -> int:
 
 def fmt_cpu(r: dict[str, Any]) -> str:
     clients = "+".join(f"{c:.0f}" for c in r["client_cpu_pct"])
+    groups = r.get("server_group_cpu_pct", {})
+    extra = "".join(f" +{k} {v:.0f}%" for k, v in groups.items() if k not in ("node", "all"))
     return (
-        f"cpu server {r['server_cpu_pct']:.0f}% clients {clients}={r['client_cpu_total_pct']:.0f}% "
-        f"other {r['other_cpu_pct']:.0f}% (machine {r['machine_cpu_pct']:.0f}%/"
-        f"{r['machine_cpus'] * 100}%)"
+        f"cpu server {r['server_cpu_pct']:.0f}%{extra} clients {clients}="
+        f"{r['client_cpu_total_pct']:.0f}% other {r['other_cpu_pct']:.0f}% "
+        f"(machine {r['machine_cpu_pct']:.0f}%/{r['machine_cpus'] * 100}%)"
     )
 
 
@@ -333,12 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="short run, 2,000 sockets, < 60 s")
     p.add_argument("--workers", type=int, default=2, help="client processes (default 2)")
-    p.add_argument("--pairs", default="50,200", help="concurrent pairs for throughput")
+    p.add_argument("--pairs", help="concurrent pairs for throughput (50,200)")
     p.add_argument("--duration", type=float, help="seconds per throughput window")
     p.add_argument("--rounds", type=int, help="service/ceiling window pairs per concurrency")
     p.add_argument("--latency-duration", type=float, help="seconds per latency window")
     p.add_argument("--latency-pairs", type=int, default=50)
-    p.add_argument("--loads", default="0.1,0.25,0.5,0.75", help="fractions of max throughput")
+    p.add_argument("--loads", help="fractions of max throughput (0.1,0.25,0.5,0.75)")
     p.add_argument("--sockets", type=int, help="idle sockets for the memory run")
     p.add_argument("--no-ceiling-latency", action="store_true")
     p.add_argument("--profile", type=float, default=0, help="py-spy the server for N seconds")
@@ -358,9 +379,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="protocol 1.1: every seat has a key and every propose/respond is signed",
     )
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: also a node on a throwaway PostgreSQL, beside the SQLite one",
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2 (implies postgresql): also two nodes with Redis behind nginx",
+    )
     p.add_argument("--skip", default="", help="phases to leave out: latency,scale")
     p.add_argument("--update-docs-plot", action="store_true", help="copy the small plot to docs/")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
     args = p.parse_args(argv)
+    if args.nodes > 1:
+        args.database = "postgresql"
+    on_pg = args.database == "postgresql"
+    # Quick PostgreSQL runs: 50 pairs and half load only, so that they stay near a minute.
+    if args.loads is None:
+        args.loads = "0.5" if args.quick and on_pg else "0.1,0.25,0.5,0.75"
+    if args.pairs is None:
+        args.pairs = "50" if args.quick and on_pg else "50,200"
     args.warmup = 0.5 if args.quick else 2.0
     args.duration = args.duration or (2.5 if args.quick else 6.0)
     # Five rounds: the median ratio then shrugs off one or two windows that the
@@ -384,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         args.sockets = max(2, (soft - 200) // 2 * 2)
 
     began = time.monotonic()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: Path = args.out
+    results.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -404,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             "commands_per_negotiation": COMMANDS_PER_NEGOTIATION,
             "server_args": args.server_arg,
             "nofile": soft,
+            "database": args.database,
+            "nodes": args.nodes,
         },
         "throughput": [],
         "latency": [],
@@ -411,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     bench = Bench(args)
     tmp = Path(tempfile.mkdtemp(prefix="settlement-bench-"))
-    servers: list[ServerProcess] = []
+    servers: list[Any] = []  # ServerProcess or PgPath (bench/cluster.py)
+    backends: Backends | None = None
     try:
         log(f"bench: {args.workers} client processes, temp folder {tmp}")
         if args.webhooks:
@@ -422,58 +469,43 @@ def main(argv: list[str] | None = None) -> int:
         service = start_service(tmp, "service", args.server_arg)
         ceiling = start_ceiling(tmp, "ceiling")
         servers += [service, ceiling]
+        paths: list[Any] = []  # the PostgreSQL paths, measured beside the SQLite node
+        if on_pg:
+            backends = Backends(tmp)
+            paths.append(backends.one_node("pg", args.server_arg))
+            servers.append(paths[-1])
+            if args.nodes == 2:
+                paths.append(backends.two_nodes("pg2", args.server_arg))
+                servers.append(paths[-1])
+            for path in paths:
+                log(f"{path.name}: {len(path.nodes)} node(s) on PostgreSQL; {path.spread}")
+            result["config"]["spread"] = {path.name: path.spread for path in paths}
+        targets_tp = [service, *paths, ceiling]
 
-        # Throughput: service and ceiling back to back at each concurrency, in
-        # `rounds` adjacent pairs of windows (order alternating), so that what
-        # else the shared machine does hits both sides of each ratio alike.
+        # Throughput: every target back to back at each concurrency (service,
+        # the PostgreSQL paths, ceiling), in `rounds` adjacent sets of windows
+        # (order alternating), so that what else the shared machine does hits
+        # every side of each ratio alike.
         log(
             f"throughput (durable commands acked per second, whole negotiations), "
             f"{args.rounds} round(s) of {args.duration:g} s:"
         )
         summary: dict[str, dict[str, Any]] = {}
+        mix0 = {path.name: path.statement_calls() for path in paths}
         for pairs in pair_counts:
-            per_round: list[float] = []
-            rows: dict[str, list[dict[str, Any]]] = {"service": [], "ceiling": []}
+            rows: list[dict[str, Any]] = []
             for rnd in range(args.rounds):
-                order = (service, ceiling) if rnd % 2 == 0 else (ceiling, service)
-                got = {}
-                for server in order:
+                for server in targets_tp if rnd % 2 == 0 else targets_tp[::-1]:
                     r = bench.window(server, pairs, args.duration)
                     r["round"] = rnd
                     result["throughput"].append(r)
-                    rows[r["server"]].append(r)
-                    got[r["server"]] = r["commands_per_s"]
+                    rows.append(r)
                     log(
                         f"  {r['server']:8s} {pairs:4d} pairs: {r['commands_per_s']:8.0f} "
                         f"commands/s ack p50 {r['ack_p50_ms']:.2f} ms p99 {r['ack_p99_ms']:.2f} "
-                        f"ms | {fmt_cpu(r)}"
+                        f"ms | {fmt_cpu(r)}\n           {fmt_costs(r['costs'])}"
                     )
-                if got["ceiling"]:
-                    per_round.append(got["service"] / got["ceiling"])
-            summary[str(pairs)] = {
-                "service_per_s": round(
-                    statistics.median(r["commands_per_s"] for r in rows["service"]), 1
-                ),
-                "ceiling_per_s": round(
-                    statistics.median(r["commands_per_s"] for r in rows["ceiling"]), 1
-                ),
-                # Commands per second of server CPU: steadier than the rate when other
-                # work shares the machine (a CPU-bound server gets less of it).
-                "service_per_cpu_s": round(
-                    statistics.median(r["commands_per_cpu_s"] for r in rows["service"]), 1
-                ),
-                "ceiling_per_cpu_s": round(
-                    statistics.median(r["commands_per_cpu_s"] for r in rows["ceiling"]), 1
-                ),
-                "ratio": round(statistics.median(per_round), 3) if per_round else None,
-                "round_ratios": [round(x, 3) for x in per_round],
-            }
-        for v in summary.values():
-            v["cpu_ratio"] = (
-                round(v["service_per_cpu_s"] / v["ceiling_per_cpu_s"], 3)
-                if v["ceiling_per_cpu_s"]
-                else None
-            )
+            summary[str(pairs)] = figures.summarize(rows)
         result["summary"] = summary
         ratios = {k: v["ratio"] for k, v in summary.items()}
         result["ratios"] = ratios
@@ -490,22 +522,48 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in summary.items()
             )
         )
+        # Which statements, over the whole throughput phase (warm-ups included),
+        # scaled to the statements per command of the windows at pairs[0].
+        result["pg_statement_mix"] = mix = {
+            path.name: statement_mix(
+                mix0[path.name],
+                path.statement_calls(),
+                summary[str(pair_counts[0])]["costs"][path.name]["per_command"]["pg_statements"],
+            )
+            for path in paths
+        }
+        for name, statements in mix.items():
+            log(f"  {name}: statements per command (the commonest, throughout the phase):")
+            for m in statements:
+                log(f"    {m['per_command']:6.2f}  {m['query'][:110]}")
+        for k, v in summary.items():
+            for name, e in v["paths"].items():
+                vs = ", ".join(
+                    f"/{label} {e[f'vs_{label}']} (rounds "
+                    f"{', '.join(str(x) for x in e[f'round_vs_{label}'])})"
+                    for label in ("sqlite", "pg", "ceiling")
+                    if f"vs_{label}" in e
+                )
+                log(f"  {name} {k} pairs: {e['per_s']:.0f} commands/s, {vs}")
 
-        # Latency: fixed offered loads, fractions of the service's maximum at pairs[0].
+        # Latency: fixed offered loads, fractions of the service's maximum at pairs[0]
+        # (for the ceiling too); a PostgreSQL path gets fractions of its own maximum.
         base = pair_counts[0]
         max_rate = summary[str(base)]["service_per_s"]
+        own_max = {p.name: summary[str(base)]["paths"][p.name]["per_s"] for p in paths}
         if "latency" not in skip:
             log(
                 f"latency (A's propose sent -> B's socket has the new state), "
                 f"{args.latency_pairs} pairs, offered load as a fraction of {max_rate:.0f} "
-                "commands/s:"
+                "commands/s"
+                + "".join(f" ({k}: of its own {v:.0f}/s)" for k, v in own_max.items())
+                + ":"
             )
-        targets = [service] + ([] if args.no_ceiling_latency else [ceiling])
+        lat_targets = [service, *paths] + ([] if args.no_ceiling_latency else [ceiling])
         for frac in [] if "latency" in skip else loads:
-            for server in targets:
-                r = bench.window(
-                    server, args.latency_pairs, args.latency_duration, rate=frac * max_rate
-                )
+            for server in lat_targets:
+                rate = frac * own_max.get(server.name, max_rate)
+                r = bench.window(server, args.latency_pairs, args.latency_duration, rate=rate)
                 r["fraction"] = frac
                 result["latency"].append(r)
                 log(
@@ -515,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if args.profile:
             log(f"profile: py-spy on the service for {args.profile:.0f} s at {base} pairs")
-            raw = profile_server(service, bench, args.profile, RESULTS)
+            raw = profile_server(service, bench, args.profile, results)
             if raw is not None:
                 from .profile import summarize
 
@@ -525,18 +583,20 @@ def main(argv: list[str] | None = None) -> int:
                     log("  " + line)
             if args.profile_ceiling:
                 log(f"profile: py-spy on the ceiling for {args.profile:.0f} s at {base} pairs")
-                profile_server(ceiling, bench, args.profile, RESULTS, "profile-ceiling")
-        for s in (service, ceiling):
+                profile_server(ceiling, bench, args.profile, results, "profile-ceiling")
+        for s in targets_tp:
             s.stop()
-        servers[:] = [s for s in servers if s not in (service, ceiling)]  # a receiver stays
+        servers[:] = [s for s in servers if s not in targets_tp]  # a receiver stays
 
         # Memory: fresh processes, N idle sockets in N/2 rooms.
         if "scale" not in skip:
             log(f"memory: {args.sockets} idle sockets in {args.sockets // 2} rooms, fresh servers:")
-        scale_runs = (
+        scale_runs: list[Any] = [
             lambda: start_service(tmp, "service-scale", args.server_arg),
             lambda: start_ceiling(tmp, "ceiling-scale"),
-        )
+        ]
+        if backends is not None:  # one fresh node on a fresh database (not the two-node path)
+            scale_runs.append(lambda: backends.one_node("pgscale", args.server_arg))
         for start in () if "scale" in skip else scale_runs:
             server = start()
             servers.append(server)
@@ -559,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.stop()
         bench.workers.stop()
+        if backends is not None:
+            backends.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
     service_lat = [r for r in result["latency"] if r["server"] == "service"]
@@ -574,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_kib_per_socket": scale_service["kib_per_socket"] if scale_service else None,
         "sockets": scale_service["sockets"] if scale_service else None,
     }
+    headline.update(path_headline(result, str(base)))
     result["headline"] = headline
     targets: dict[str, bool] = {
         f"ratio_{k}_pairs>=0.7": v is not None and v >= 0.7 for k, v in ratios.items()
@@ -587,13 +650,13 @@ def main(argv: list[str] | None = None) -> int:
         result["ceiling_kib_per_socket"] = scale["ceiling"]["kib_per_socket"]
     result["failures"] = bench.failures
     result["elapsed_s"] = round(time.monotonic() - began, 1)
-    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (results / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     try:
         if not result["latency"]:
             raise LookupError("no latency run")
         from .plot import plot
 
-        full, small = plot(result, RESULTS)
+        full, small = plot(result, results)
         log(f"plot: {full} ({full.stat().st_size // 1024} KiB), {small}")
         if args.update_docs_plot:
             if small.stat().st_size < DOCS_PLOT_LIMIT:
@@ -611,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for f in bench.failures:
         log(f"FAILURE: {f}")
-    log(f"results: {RESULTS / 'latest.json'} ({result['elapsed_s']} s)")
+    log(f"results: {results / 'latest.json'} ({result['elapsed_s']} s)")
     print(json.dumps(headline), flush=True)
     return 1 if bench.failures else 0
 

@@ -15,9 +15,9 @@ def plot(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     full, small = out / "latency.png", out / "latency-small.png"
     for path, size, dpi in ((full, (8, 4.8), 120), (small, (6, 3.6), 80)):
         fig, ax = plt.subplots(figsize=size)
-        styles = {"service": "-", "ceiling": ":"}
+        styles = {"service": "-", "pg": "--", "pg2": "-.", "ceiling": ":"}
         colors = {"p50_ms": "tab:blue", "p90_ms": "tab:orange", "p99_ms": "tab:red"}
-        for server in ("service", "ceiling"):
+        for server in styles:
             rows = sorted(
                 (r for r in result["latency"] if r["server"] == server),
                 key=lambda r: r["offered_per_s"],
@@ -37,6 +37,7 @@ def plot(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
                 )
         base = next(iter(result["summary"].values()))
         tp = {"service": base["service_per_s"], "ceiling": base["ceiling_per_s"]}
+        tp.update({k: v["per_s"] for k, v in base.get("paths", {}).items()})
         for server, rate in tp.items():
             ax.axvline(rate, color="grey", linestyle=styles[server], linewidth=0.8)
             ax.text(

@@ -29,6 +29,7 @@ class ServerProcess:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.url_b = self.url  # where the B sockets connect (bench/cluster.py: another node)
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
@@ -65,6 +66,13 @@ class ServerProcess:
     def rss(self) -> int:
         return int(self.proc.memory_info().rss)
 
+    def processes(self) -> list[tuple[str, psutil.Process]]:
+        """Every process that serves this target, by group (bench/meters.py)."""
+        return [("node", self.proc)]
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -83,10 +91,12 @@ class ServerProcess:
         self._log.close()
 
 
-def start_service(tmp: Path, tag: str, extra: list[str]) -> ServerProcess:
-    """`app.py` on a fresh SQLite file in `tmp` (durable: WAL, synchronous=FULL)."""
+def start_service(
+    tmp: Path, tag: str, extra: list[str], database: str | None = None, kind: str = "service"
+) -> ServerProcess:
+    """`app.py` on a fresh SQLite file in `tmp` (durable: WAL, synchronous=FULL), or on
+    `database` (a PostgreSQL URL, bench/cluster.py); `kind` names it in the results."""
     port = free_port()
-    db = tmp / f"{tag}.db"
     argv = [
         sys.executable,
         "app.py",
@@ -95,14 +105,14 @@ def start_service(tmp: Path, tag: str, extra: list[str]) -> ServerProcess:
         "--port",
         str(port),
         "--database",
-        f"sqlite:///{db}",  # db is absolute: sqlite:////abs/path.db
+        database or f"sqlite:///{tmp / f'{tag}.db'}",  # absolute: sqlite:////abs/path.db
         "--rate",
         "1000000",
         "--burst",
         "1000000",
         *extra,
     ]
-    server = ServerProcess(f"service[{tag}]", argv, port, tmp / f"{tag}.log")
+    server = ServerProcess(f"{kind}[{tag}]", argv, port, tmp / f"{tag}.log")
     server.wait_ready()
     return server
 

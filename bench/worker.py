@@ -4,7 +4,8 @@ The orchestrator (`bench/__main__.py`) starts several of these with
 multiprocessing (spawn) and talks to each over a Pipe, one request and one
 reply at a time:
 
-- `open`: connect `2 * pairs` sockets (A and B of each pair) to `url`;
+- `open`: connect `2 * pairs` sockets, A of each pair to `url`, B to `url_b`
+  (default `url`; bench/cluster.py puts B on another node);
 - `run`: drive every pair (signing every command when `sign`, protocol 1.1) through whole negotiations from `t_start` until
   `t1` (monotonic clock, shared by all processes on Linux), as fast as
   possible (`interval` None) or one command every `interval` seconds per pair;
@@ -109,7 +110,7 @@ class Worker:
                         self.conn.send({"ok": True})
                         return
                     if op == "open":
-                        reply = await self.open(msg["url"], msg["pairs"])
+                        reply = await self.open(msg["url"], msg["pairs"], msg.get("url_b"))
                     elif op == "run":
                         reply = await self.run(msg)
                     elif op == "seat":
@@ -127,20 +128,20 @@ class Worker:
             await self.close_all()
             await self.session.close()
 
-    async def open(self, url: str, pairs: int) -> dict[str, Any]:
+    async def open(self, url: str, pairs: int, url_b: str | None = None) -> dict[str, Any]:
         assert self.session is not None
         session = self.session
-        target = ws_url(url)
+        targets = (ws_url(url), ws_url(url_b or url))
         sem = asyncio.Semaphore(OPEN_CONCURRENCY)
         started = time.monotonic()
 
-        async def one() -> LeanSocket:
+        async def one(i: int) -> LeanSocket:
             sock = LeanSocket(on_event=None)
             async with sem:
-                await sock.connect(session, target)
+                await sock.connect(session, targets[i % 2])  # even: A, odd: B
             return sock
 
-        socks = await asyncio.gather(*(one() for _ in range(2 * pairs)))
+        socks = await asyncio.gather(*(one(i) for i in range(2 * pairs)))
         self.pairs = [Pair(socks[i], socks[i + 1]) for i in range(0, len(socks), 2)]
         for pair in self.pairs:
             pair.b.on_event = self._on_b_event(pair)

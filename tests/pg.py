@@ -10,6 +10,7 @@ or ``from tests.pg import pg_database, postgres_url`` (any conftest).
 Both carry ``stop_postgres(mode="fast")`` / ``start_postgres()`` (and ``.server``) so a test can
 take the server down and bring it back on the same port and data folder.
 
+The server itself is `tests.daemons.PostgresServer` (shared with the benchmark).
 CI runs as root and PostgreSQL refuses to: then the folder belongs to the ``postgres``
 system user and every server binary runs through ``runuser -u postgres --``.
 Without the binaries the fixtures fail (never skip: CI must run these tests).
@@ -17,164 +18,15 @@ Without the binaries the fixtures fail (never skip: CI must run these tests).
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.daemons import PostgresServer, find_bindir
+from tests.daemons import free_port as _free_port
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def find_bindir() -> Path | None:
-    """`$PG_BINDIR`, else the newest /usr/lib/postgresql/<n>/bin, else `pg_config --bindir`."""
-    env = os.environ.get("PG_BINDIR")
-    candidates = [env] if env else []
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"),
-        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, check=True
-            )
-            candidates.append(out.stdout.strip())
-        except (OSError, subprocess.CalledProcessError):
-            pass
-    for c in candidates:
-        if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
-            return Path(c)
-    return None
-
-
-class PostgresServer:
-    """One PostgreSQL cluster in a temporary folder, listening on 127.0.0.1:<port>."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.as_root = os.geteuid() == 0
-        self.base = Path(tempfile.mkdtemp(prefix="settlement-pg-"))
-        self.data = self.base / "data"
-        self.sockets = self.base / "sockets"
-        self.logfile = self.base / "postgres.log"
-        self.port = _free_port()
-        self.running = False
-        self.sockets.mkdir()
-        if self.as_root:
-            # mkdtemp made it 0700 root: hand the whole folder to the postgres user.
-            shutil.chown(self.base, "postgres", "postgres")
-            shutil.chown(self.sockets, "postgres", "postgres")
-
-    @property
-    def url(self) -> str:
-        return self.url_for("postgres")
-
-    def url_for(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
-        cmd = [str(self.bindir / tool), *args]
-        if self.as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=self.base,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"{tool} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{self.log()}"
-            )
-
-    def init(self) -> None:
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",  # only speeds up initdb; the server itself runs with fsync=on
-        )
-
-    def start_postgres(self) -> None:
-        if self.running:
-            return
-        options = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=on "
-            "-c max_connections=200"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options, "-w", "start"
-        )
-        self.running = True
-
-    def stop_postgres(self, mode: str = "fast") -> None:
-        """`pg_ctl stop -m fast` (clients told, then cut), or `immediate` (as in a crash)."""
-        if not self.running:
-            return
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-        self.running = False
-
-    def psql(self, sql: str, database: str = "postgres") -> None:
-        """Run one statement as the superuser (over TCP: psql as root is fine)."""
-        proc = subprocess.run(
-            [
-                str(self.bindir / "psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-c",
-                sql,
-            ],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"psql failed: {sql}\n{proc.stderr}")
-
-    def log(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def destroy(self) -> None:
-        try:
-            self.stop_postgres()
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
+__all__ = ["PgUrl", "PostgresServer", "_free_port", "find_bindir", "pg_database", "postgres_url"]
 
 
 class PgUrl(str):
