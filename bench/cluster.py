@@ -31,6 +31,8 @@ from .servers import ServerProcess, start_service
 
 # pg_stat_statements counts every statement a backend runs, BEGIN and COMMIT too
 # (track_utility), in shared memory at once (pg_stat_database lags up to a second).
+# `commits` are explicit COMMITs plus the store's one-statement commit calls
+# (`SELECT settlement_commit(...)`, each its own transaction: a batch of commands).
 PG_OPTIONS = (
     "-c shared_preload_libraries=pg_stat_statements "
     "-c pg_stat_statements.track_utility=on -c pg_stat_statements.max=10000"
@@ -46,8 +48,8 @@ SELECT
   coalesce(sum(s.calls), 0)::float8 AS statements,
   coalesce(sum(s.calls) FILTER (WHERE NOT s.query = ANY($2::text[])), 0)::float8
     AS round_trips,
-  coalesce(sum(s.calls) FILTER (WHERE upper(ltrim(s.query)) LIKE 'COMMIT%'), 0)::float8
-    AS commits,
+  coalesce(sum(s.calls) FILTER (WHERE upper(ltrim(s.query)) LIKE 'COMMIT%'
+    OR s.query LIKE '%settlement_commit(%'), 0)::float8 AS commits,
   pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 AS wal
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = $1

@@ -43,11 +43,12 @@ def test_bench_on_postgresql_and_two_nodes(tmp_path: Path) -> None:
     assert headline["pg_per_s"] > 0 and headline["pg2_per_s"] > 0
     assert headline["pg_sqlite_ratio"] > 0 and headline["pg_ceiling_ratio"] > 0
     assert headline["pg2_pg_ratio"] > 0
-    # every command is at least one statement and one commit, and writes WAL
-    assert headline["pg_statements_per_command"] >= headline["pg_round_trips_per_command"] >= 1
-    assert headline["pg_commits_per_command"] > 0.5
+    # every command writes WAL; group commit puts several commands in one call
+    # (one statement, one round trip, one commit), so these may be below one
+    assert headline["pg_statements_per_command"] >= headline["pg_round_trips_per_command"] > 0
+    assert headline["pg_commits_per_command"] > 0
     assert headline["pg_wal_bytes_per_command"] > 100
-    assert headline["pg2_statements_per_command"] >= 1
+    assert headline["pg2_statements_per_command"] > 0
     assert headline["pg2_redis_commands_per_command"] > 0
     assert headline["pg_cpu_us_per_command"] > headline["pg_node_cpu_us_per_command"] > 0
     result = json.loads((tmp_path / "latest.json").read_text())
