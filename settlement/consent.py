@@ -10,13 +10,10 @@ canonical JSON, so any party can rebuild them from the receipt alone.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
-import queue
 import re
-import threading
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -124,76 +121,6 @@ def verifies(public_key_b64: str, signature_b64: str, statement: dict[str, Any])
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-class Verifier:
-    """Signature checks on a worker thread, so the event loop goes on meanwhile.
-
-    `cryptography` releases the GIL while it checks an Ed25519 signature
-    (about 60 us of CPU each), so the thread runs on another core while the
-    loop serves other rooms; what the loop spends per check is a queue put and
-    a future (about 2 us). Checks queued together are done as one batch and
-    answered with one wake-up of the loop. One thread, started on first use,
-    checks over 10,000 signatures a second.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start = threading.Lock()
-
-    async def verifies(
-        self, public_key_b64: str, signature_b64: str, statement: dict[str, Any]
-    ) -> bool:
-        """`verifies(...)`, answered from the worker thread."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if self._thread is None:
-            self._start_thread()
-        self._queue.put((public_key_b64, signature_b64, statement, loop, future))
-        return await future
-
-    def _start_thread(self) -> None:
-        with self._start:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="signature-checks", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            answers: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
-            for key, signature, statement, loop, future in batch:
-                try:
-                    answer: tuple[Any, ...] = (future, verifies(key, signature, statement), None)
-                except Exception as exc:  # a bug, not a bad signature: the command fails
-                    answer = (future, False, exc)
-                answers.setdefault(loop, []).append(answer)
-            for loop, done in answers.items():
-                try:
-                    loop.call_soon_threadsafe(_answer, done)
-                except RuntimeError:  # that loop is closed: nobody waits any more
-                    pass
-
-
-# One worker thread per process, shared by every service in it.
-VERIFIER = Verifier()
-
-
-def _answer(done: list[tuple[Any, ...]]) -> None:
-    for future, ok, exc in done:
-        if future.done():  # the command was cancelled meanwhile
-            continue
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(ok)
 
 
 def statement_of_event(

@@ -10,7 +10,7 @@ party signatures of protocol 1.1 (`signature_required`, `bad_signature`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -19,9 +19,6 @@ from . import consent, money
 
 Party = Literal["A", "B"]
 PARTIES: tuple[Party, Party] = ("A", "B")
-
-# Checks a party signature: (seat key, signature, statement) -> whether it verifies.
-Verify = Callable[[str, str, dict[str, Any]], bool]
 
 STATUS_WORDS = ("awaiting_offer", "offer_pending", "disputed", "settled")
 
@@ -217,16 +214,10 @@ def decide(
     command: Command,
     now: str,
     maximum: Decimal = money.DEFAULT_MAXIMUM,
-    verify: Verify = consent.verifies,
 ) -> list[dict[str, Any]] | Refusal:
     """The events `command` causes in `state`, or why it is refused.
 
-    `actor` is the seat of the socket sending it (None for `join`). `verify`
-    checks a party signature (`key, signature, statement -> bool`); it is the
-    last check of a `propose`/`respond`, so a caller may pass one that only
-    notes the statement and answers True, check it itself, and refuse with
-    `bad_signature(actor)` if it fails (the pipeline does: the check then runs
-    off the event loop).
+    `actor` is the seat of the socket sending it (None for `join`).
     """
     if isinstance(command, Join):
         return _decide_join(state, command, now)
@@ -235,8 +226,8 @@ def decide(
     if isinstance(command, Leave):
         return [_event(state, "left", actor, now)]
     if isinstance(command, Propose):
-        return _decide_propose(state, actor, command, now, maximum, verify)
-    return _decide_respond(state, actor, command, now, verify)
+        return _decide_propose(state, actor, command, now, maximum)
+    return _decide_respond(state, actor, command, now)
 
 
 def _decide_join(state: RoomState, command: Join, now: str) -> list[dict[str, Any]] | Refusal:
@@ -269,20 +260,8 @@ def _keyless_signature(state: RoomState, actor: Party, signature: str | None) ->
     return None
 
 
-def bad_signature(actor: Party) -> Refusal:
-    return Refusal(
-        "bad_signature",
-        f"The signature does not verify with Party {actor}'s key for this statement "
-        "(check the amount, version and offer it names).",
-    )
-
-
 def _check_signature(
-    state: RoomState,
-    actor: Party,
-    signature: str | None,
-    statement: dict[str, Any],
-    verify: Verify,
+    state: RoomState, actor: Party, signature: str | None, statement: dict[str, Any]
 ) -> Refusal | None:
     """The last checks: a signing seat must sign, and the signature must verify."""
     key = state.keys[actor]
@@ -294,13 +273,17 @@ def _check_signature(
             f"Party {actor}'s seat has a key, so this command must carry its signature. "
             "If the key was lost (browser storage cleared), leave and join again for a new one.",
         )
-    if not verify(key, signature, statement):
-        return bad_signature(actor)
+    if not consent.verifies(key, signature, statement):
+        return Refusal(
+            "bad_signature",
+            f"The signature does not verify with Party {actor}'s key for this statement "
+            "(check the amount, version and offer it names).",
+        )
     return None
 
 
 def _decide_propose(
-    state: RoomState, actor: Party, command: Propose, now: str, maximum: Decimal, verify: Verify
+    state: RoomState, actor: Party, command: Propose, now: str, maximum: Decimal
 ) -> list[dict[str, Any]] | Refusal:
     keyless = _keyless_signature(state, actor, command.signature)
     if keyless is not None:
@@ -322,7 +305,7 @@ def _decide_propose(
         )
     amount = money.normalise(value, state.currency)
     statement = consent.propose_statement(state.connection_id, state.currency, amount, version)
-    refusal = _check_signature(state, actor, command.signature, statement, verify)
+    refusal = _check_signature(state, actor, command.signature, statement)
     if refusal is not None:
         return refusal
     return [
@@ -339,7 +322,7 @@ def _decide_propose(
 
 
 def _decide_respond(
-    state: RoomState, actor: Party, command: Respond, now: str, verify: Verify
+    state: RoomState, actor: Party, command: Respond, now: str
 ) -> list[dict[str, Any]] | Refusal:
     keyless = _keyless_signature(state, actor, command.signature)
     if keyless is not None:
@@ -365,7 +348,7 @@ def _decide_respond(
     statement = consent.respond_statement(
         command.decision, state.connection_id, state.currency, offer, command.reason
     )
-    refusal = _check_signature(state, actor, command.signature, statement, verify)
+    refusal = _check_signature(state, actor, command.signature, statement)
     if refusal is not None:
         return refusal
     signature = command.signature

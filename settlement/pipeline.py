@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from . import consent, ledger, money, negotiation, webhooks
+from . import ledger, money, negotiation, webhooks
 from .commands import READ_ONLY, SEATED, Payload, check_envelope, check_shape
 from .fanout import Fanout
 from .idempotency import Replays, record, scope_of
@@ -101,7 +101,6 @@ class Pipeline:
     metrics: Metrics
     max_amount: Decimal = money.DEFAULT_MAXIMUM
     webhook_urls: tuple[str, ...] = ()  # every event's message goes to each (webhooks.py)
-    verifier: consent.Verifier = consent.VERIFIER  # party signatures, off the event loop
 
     # -- the order of checks ---------------------------------------------------
 
@@ -262,7 +261,7 @@ class Pipeline:
                 # The seat was left (on another node): this socket no longer holds it.
                 await self.seating.unseat(s)
                 return await self.fanout.refuse(s, refusal("seat_left"))
-        decision = await self._decide(room, actor, command)
+        decision = negotiation.decide(room.state, actor, command, now_iso(), self.max_amount)
         if isinstance(decision, Refusal) and from_cache:
             # The cache may trail another process: refuse only on fresh state
             # (where this very request may turn out to be committed already).
@@ -271,7 +270,7 @@ class Pipeline:
                 return await self.fanout.refuse(s, refusal("not_found"))
             if p.request_id is not None and (scope, p.request_id) in room.idem:
                 return Again.DONE
-            decision = await self._decide(room, actor, command)
+            decision = negotiation.decide(room.state, actor, command, now_iso(), self.max_amount)
         if isinstance(decision, Refusal):
             return await self.fanout.refuse(s, decision)
         try:
@@ -280,30 +279,6 @@ class Pipeline:
             log.info("conflict_retry", connection_id=cid, attempt=attempt, detail=str(exc))
             self.cache.drop(cid)
             return Again.CONFLICT
-
-    async def _decide(
-        self, room: CachedRoom, actor: Party | None, command: negotiation.Command
-    ) -> list[Event] | Refusal:
-        """`negotiation.decide`, its party-signature check (the last one) run off the loop.
-
-        Decided first with the check noted and taken as passed; if the command
-        got that far, the noted signature is checked on the verifier's thread
-        (under the room's lock: the state cannot move meanwhile).
-        """
-        noted: list[tuple[str, str, dict[str, Any]]] = []
-
-        def note(key: str, signature: str, statement: dict[str, Any]) -> bool:
-            noted.append((key, signature, statement))
-            return True
-
-        decision = negotiation.decide(
-            room.state, actor, command, now_iso(), self.max_amount, verify=note
-        )
-        if noted and not isinstance(decision, Refusal):
-            assert actor is not None  # only a seated propose/respond is signed
-            if not await self.verifier.verifies(*noted[0]):
-                return negotiation.bad_signature(actor)
-        return decision
 
     async def _commit(
         self, s: Session, p: Payload, scope: str | None, room: CachedRoom, bodies: list[Event]
