@@ -179,7 +179,10 @@ class Cluster:
             return
         try:
             if msg["t"] == "changed":
-                await self.events.changed(msg["cid"], int(msg["seq"]))
+                events = msg.get("events")
+                await self.events.changed(
+                    msg["cid"], int(msg["seq"]), events if isinstance(events, list) else None
+                )
             elif msg["t"] == "unseat":
                 await self.events.unseat(msg["cid"], msg["party"])
         except Exception:

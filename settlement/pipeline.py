@@ -325,7 +325,10 @@ class Pipeline:
         if kept is not None:
             new_room.idem[(kept.scope, kept.request_id)] = kept
         self.cache.remember(cid, new_room)
-        await self.nodes.publish({"t": "changed", "cid": cid, "seq": new_state.seq})
+        changed: dict[str, Any] = {"t": "changed", "cid": cid, "seq": new_state.seq}
+        if not seats:  # the other nodes' cached copies can move on by these events
+            changed["events"] = events
+        await self.nodes.publish(changed)
         if last["type"] == "accepted":
             self.metrics.settlements.inc()
         if last["type"] == "joined":
