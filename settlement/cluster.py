@@ -179,10 +179,7 @@ class Cluster:
             return
         try:
             if msg["t"] == "changed":
-                events = msg.get("events")
-                await self.events.changed(
-                    msg["cid"], int(msg["seq"]), events if isinstance(events, list) else None
-                )
+                await self.events.changed(msg["cid"], int(msg["seq"]))
             elif msg["t"] == "unseat":
                 await self.events.unseat(msg["cid"], msg["party"])
         except Exception:

@@ -15,9 +15,8 @@ from typing import Any, Protocol
 class NodeEvents(Protocol):
     """What other nodes (or the message queue's recovery) tell this one."""
 
-    async def changed(self, cid: str, seq: int, events: list[dict[str, Any]] | None = None) -> None:
-        """Another node committed up to `seq` in this room (`events`: the commit's events,
-        sent when no seat changed, so a cached copy can move on instead of being read again)."""
+    async def changed(self, cid: str, seq: int) -> None:
+        """Another node committed `seq` to this room."""
 
     async def unseat(self, cid: str, party: str) -> None:
         """A seat was left on another node."""

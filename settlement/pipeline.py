@@ -325,10 +325,7 @@ class Pipeline:
         if kept is not None:
             new_room.idem[(kept.scope, kept.request_id)] = kept
         self.cache.remember(cid, new_room)
-        changed: dict[str, Any] = {"t": "changed", "cid": cid, "seq": new_state.seq}
-        if not seats:  # the other nodes' cached copies can move on by these events
-            changed["events"] = events
-        await self.nodes.publish(changed)
+        await self.nodes.publish({"t": "changed", "cid": cid, "seq": new_state.seq})
         if last["type"] == "accepted":
             self.metrics.settlements.inc()
         if last["type"] == "joined":

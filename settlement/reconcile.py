@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .fanout import Fanout
 from .roomcache import RoomCache
@@ -19,19 +18,10 @@ class Reconciler:
     seating: Seating
     fanout: Fanout
 
-    async def changed(self, cid: str, seq: int, events: list[dict[str, Any]] | None = None) -> None:
-        """Another node committed to this room: a cached copy behind it is stale.
-
-        With the commit's `events`, a copy exactly one commit behind moves on by
-        them (no store read for the next command here); otherwise it is dropped
-        and read again when next needed. Either way the copy stays a guess: a
-        command decided on it still commits only on the store's current seq.
-        """
+    async def changed(self, cid: str, seq: int) -> None:
+        """Another node committed to this room: a cached copy behind it is stale."""
         cached = self.cache.cached(cid)
-        if cached is None or cached.state.seq >= seq:
-            return
-        advanced = self.cache.advance(cid, cached, events) if events else False
-        if not advanced:
+        if cached is not None and cached.state.seq < seq:
             self.cache.drop(cid)
 
     async def unseat(self, cid: str, party: str) -> None:

@@ -12,15 +12,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ledger, negotiation
+from . import negotiation
 from .negotiation import RoomState
 from .rooms import Registry
 from .shapes import Event
 from .store import IdempotencyRecord, Store
 
 ROOM_CACHE = 1_000
-# Events that change a seat's token: a cached copy is read again after them.
-SEAT_EVENTS = frozenset({"created", "joined", "left"})
 
 
 @dataclass
@@ -112,37 +110,6 @@ class RoomCache:
 
     def drop(self, cid: str) -> None:
         self._rooms.pop(cid, None)
-
-    def advance(self, cid: str, cached: CachedRoom, events: list[dict[str, Any]]) -> bool:
-        """Move `cached` on by another process's committed `events`, if they follow it.
-
-        They must continue its log and its hash chain exactly (the next seqs,
-        each `prev_hash` the hash before, each `hash` recomputed) and change no
-        seat (the token hashes are not in them); anything else answers False
-        and changes nothing.
-        """
-        state, prev_hash = cached.state, cached.state.last_hash
-        try:
-            for n, event in enumerate(events):
-                if (
-                    not isinstance(event, dict)
-                    or event.get("connection_id") != cid
-                    or event.get("seq") != cached.state.seq + n + 1
-                    or event.get("prev_hash") != prev_hash
-                    or event.get("type") in SEAT_EVENTS
-                    or ledger.event_hash(event) != event.get("hash")
-                ):
-                    return False
-                state = negotiation.apply(state, event)
-                prev_hash = event["hash"]
-        except (KeyError, TypeError, ValueError):
-            return False
-        if self._rooms.get(cid) is not cached:
-            return False
-        self._rooms[cid] = CachedRoom(
-            state, cached.events + events, dict(cached.token_hashes), idem=cached.idem
-        )
-        return True
 
     def demote(self, cid: str) -> None:
         """No socket here holds the room any more: first to go when the cache is full."""

@@ -189,8 +189,8 @@ class Service:
 
     # -- nodes.NodeEvents: what other nodes report, to the reconciler ----------
 
-    async def changed(self, cid: str, seq: int, events: list[dict[str, Any]] | None = None) -> None:
-        await self.reconciler.changed(cid, seq, events)
+    async def changed(self, cid: str, seq: int) -> None:
+        await self.reconciler.changed(cid, seq)
 
     async def unseat(self, cid: str, party: str) -> None:
         await self.reconciler.unseat(cid, party)

@@ -9,10 +9,8 @@ node, a store that stops answering.
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import orjson
-import pytest
 
 from settlement import ledger
 from settlement.rooms import Session
@@ -268,76 +266,3 @@ async def test_reads_raise_unavailable_for_the_http_side(node: Node) -> None:
     node.store.down = False
     status, body = await node.service.http_receipt(cid, "token")
     assert status == 401 and body["error"]["code"] == "bad_token"
-
-
-async def across_nodes(cluster: Cluster) -> tuple[Node, Node, str, Session, Session]:
-    """A on node one (which records what it tells the others), B on node two."""
-    one, two = cluster.node(RecordingNodes), cluster.node()
-    a, b = await one.socket(), await two.socket()
-    created = await one.call(a, "create", party="A", currency="USD")
-    cid = created["connection_id"]
-    assert (await two.call(b, "join", connection_id=cid))["ok"]
-    return one, two, cid, a, b
-
-
-def counting_loads(node: Node) -> list[str]:
-    """Note every room read from the (real, shared) store by `node`."""
-    loads: list[str] = []
-    read = node.store.load_room
-
-    async def load_room(cid: str) -> Any:
-        loads.append(cid)
-        return await read(cid)
-
-    node.store.load_room = load_room  # type: ignore[method-assign]
-    return loads
-
-
-async def test_a_commit_on_one_node_moves_the_others_cached_room_on(cluster: Cluster) -> None:
-    one, two, cid, a, b = await across_nodes(cluster)
-    assert (await one.call(a, "propose", amount="12.5"))["ok"]
-    told = one.service.nodes.published[-1]  # type: ignore[attr-defined]
-    assert told["t"] == "changed" and [e["type"] for e in told["events"]] == ["proposed"]
-    await two.service.changed(cid, told["seq"], told["events"])
-    cached = two.service.pipeline.cache.cached(cid)
-    assert cached is not None and cached.state.seq == told["seq"]
-    assert cached.state.offer is not None and cached.state.offer["amount"] == "12.50"
-    loads = counting_loads(two)
-    accepted = await two.call(b, "respond", decision="accept", version=1)
-    assert accepted["ok"] and accepted["state"]["settlement"]["amount"] == "12.50"
-    assert loads == []  # decided on the moved-on copy: no read, no conflict
-    room = await two.store.load_room(cid)
-    assert room is not None and [e["type"] for e in room.events][-2:] == ["proposed", "accepted"]
-
-
-async def test_a_join_or_leave_elsewhere_drops_the_copy_instead(cluster: Cluster) -> None:
-    one, two, cid, a, b = await across_nodes(cluster)
-    assert (await one.call(a, "propose", amount="3"))["ok"]
-    told = one.service.nodes.published[-1]  # type: ignore[attr-defined]
-    await two.service.changed(cid, told["seq"], told["events"])
-    a2 = await one.socket()
-    assert (await one.call(a, "leave")) == {"ok": True}
-    assert (await one.call(a2, "join", connection_id=cid))["ok"]
-    told = one.service.nodes.published[-1]  # type: ignore[attr-defined]
-    assert told["t"] == "changed" and "events" not in told  # a seat changed: no events
-    await two.service.changed(cid, told["seq"], told.get("events"))
-    assert two.service.pipeline.cache.cached(cid) is None
-
-
-@pytest.mark.parametrize("fault", ["altered", "gap", "other_room", "not_a_list_of_events"])
-async def test_events_that_do_not_follow_the_copy_drop_it(cluster: Cluster, fault: str) -> None:
-    one, two, cid, a, b = await across_nodes(cluster)
-    assert (await one.call(a, "propose", amount="7"))["ok"]
-    assert (await one.call(a, "propose", amount="8"))["ok"]
-    first, second = one.service.nodes.published[-2:]  # type: ignore[attr-defined]
-    events: Any = second["events"]
-    if fault == "altered":
-        events = [{**first["events"][0], "amount": "700.00"}]  # its hash no longer matches
-    elif fault == "other_room":
-        events = [{**first["events"][0], "connection_id": "ZZZZ-ZZZZ-ZZZZ"}]
-    elif fault == "not_a_list_of_events":
-        events = ["proposed"]
-    await two.service.changed(cid, second["seq"], events)  # "gap": seq 4 onto a copy at 2
-    assert two.service.pipeline.cache.cached(cid) is None
-    answered = await two.call(b, "respond", decision="dispute", version=2, reason="too much")
-    assert answered["ok"] and answered["state"]["offer"]["amount"] == "8.00"
