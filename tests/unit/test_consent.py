@@ -192,3 +192,26 @@ def test_any_signed_negotiation_verifies_with_require_consent(
             fault, _ = consent.party_signatures(forged["events"])
             assert fault is not None and f"seq {event['seq']} " in fault
             break
+
+
+def test_a_small_order_key_verifies_nothing() -> None:
+    """The identity point as a key, with R = identity and S = 0: OpenSSL's Ed25519
+    accepts that one signature for every message; the server's check must not."""
+    identity = bytes([1]) + bytes(31)
+    forged = b64(identity + bytes(32))
+    for amount in ("1.00", "1000000.00"):
+        statement = consent.propose_statement(CID, "USD", amount, 1)
+        assert not consent.verifies(b64(identity), forged, statement)
+
+
+def test_honest_signatures_verify_as_cryptography_says() -> None:
+    for seed in range(1, 21):
+        key = Key(seed)
+        statement = consent.propose_statement(CID, "JPY", str(seed * 1000), seed)
+        signature = key.sign(statement)
+        assert consent.verifies(key.public, signature, statement)
+        other = consent.propose_statement(CID, "JPY", str(seed * 1000 + 1), seed)
+        assert not consent.verifies(key.public, signature, other)
+        flipped = bytearray(base64.b64decode(signature))
+        flipped[seed % 64] ^= 1
+        assert not consent.verifies(key.public, b64(bytes(flipped)), statement)
