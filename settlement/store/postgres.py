@@ -69,6 +69,23 @@ log = structlog.get_logger("settlement.store")
 MAX_SEQ = 2**63 - 1
 ROOM = "SELECT room FROM rooms WHERE connection_id = $1"  # the room's number (schema 5)
 MAX_BATCH = 64  # commits per call at most
+IDEMPOTENCY_COLUMNS = ("scope", "request_id", "connection_id", "fingerprint", "ack", "token_nonce")
+# A room in one statement (one round trip; one statement sees one snapshot, so
+# the events, seats and records agree): each as arrays, None for no such room.
+LOAD_ROOM = (
+    "WITH r AS (SELECT room FROM rooms WHERE connection_id = $1) SELECT "
+    "(SELECT array_agg(body ORDER BY seq) FROM events WHERE room = (SELECT room FROM r))"
+    " AS events, "
+    "(SELECT array_agg(party ORDER BY party) FROM seats WHERE room = (SELECT room FROM r))"
+    " AS parties, "
+    "(SELECT array_agg(token_hash ORDER BY party) FROM seats WHERE room = (SELECT room FROM r))"
+    " AS token_hashes, "
+    + ", ".join(
+        f"(SELECT array_agg({c} ORDER BY scope, request_id) FROM idempotency "
+        f"WHERE room = (SELECT room FROM r)) AS {c}"
+        for c in IDEMPOTENCY_COLUMNS
+    )
+)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -382,27 +399,15 @@ class PostgresStore:
 
     async def load_room(self, connection_id: str) -> StoredRoom | None:
         async def op() -> StoredRoom | None:
-            async with (
-                self._connection() as conn,
-                conn.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                rows = await conn.fetch(
-                    f"SELECT body FROM events WHERE room = ({ROOM}) ORDER BY seq", connection_id
-                )
-                if not rows:
-                    return None
-                seats = await conn.fetch(
-                    f"SELECT party, token_hash FROM seats WHERE room = ({ROOM})", connection_id
-                )
-                keys = await conn.fetch(
-                    "SELECT scope, request_id, connection_id, fingerprint, ack, token_nonce "
-                    f"FROM idempotency WHERE room = ({ROOM})",
-                    connection_id,
-                )
+            async with self._connection() as conn:
+                row = await conn.fetchrow(LOAD_ROOM, connection_id)
+            if row is None or row["events"] is None:
+                return None
             hashes: dict[str, str | None] = {"A": None, "B": None}
-            hashes.update({r["party"]: r["token_hash"] for r in seats})
-            records = [IdempotencyRecord(*tuple(r)) for r in keys]
-            return StoredRoom([orjson.loads(r["body"]) for r in rows], hashes, records)
+            hashes.update(zip(row["parties"] or (), row["token_hashes"] or (), strict=True))
+            columns = [row[name] or () for name in IDEMPOTENCY_COLUMNS]
+            records = [IdempotencyRecord(*fields) for fields in zip(*columns, strict=True)]
+            return StoredRoom([orjson.loads(body) for body in row["events"]], hashes, records)
 
         return await self._with_retry(op)
 
