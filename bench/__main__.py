@@ -10,6 +10,7 @@ the whole result goes to bench/results/latest.json (`--out`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing as mp
 import os
@@ -145,7 +146,7 @@ class Bench:
                     "t1": t1,
                     "interval": interval,
                     "latency": rate is not None,
-                    "sign": a.sign,
+                    "sign": a.sign or getattr(server, "sign", False),
                 }
             )
         for conn, msg in zip(self.workers.conns, msgs, strict=True):
@@ -392,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="2 (implies postgresql): also two nodes with Redis behind nginx",
     )
+    p.add_argument(
+        "--sign-ab",
+        action="store_true",
+        help="throughput: the SQLite node also with every seat signing, in adjacent windows",
+    )
     p.add_argument("--skip", default="", help="phases to leave out: latency,scale")
     p.add_argument("--update-docs-plot", action="store_true", help="copy the small plot to docs/")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (bench/results)")
@@ -481,6 +487,12 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{path.name}: {len(path.nodes)} node(s) on PostgreSQL; {path.spread}")
             result["config"]["spread"] = {path.name: path.spread for path in paths}
         targets_tp = [service, *paths, ceiling]
+        if args.sign_ab:
+            # The same SQLite node, every seat signing, in windows beside the unsigned
+            # ones: the cost of the signature checks, with the machine's drift shared.
+            signed = copy.copy(service)
+            signed.name, signed.sign = "signed[service]", True  # type: ignore[attr-defined]
+            targets_tp.insert(1, signed)
 
         # Throughput: every target back to back at each concurrency (service,
         # the PostgreSQL paths, ceiling), in `rounds` adjacent sets of windows
@@ -537,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
             for m in statements:
                 log(f"    {m['per_command']:6.2f}  {m['query'][:110]}")
         for k, v in summary.items():
+            if "signed" in v:
+                e = v["signed"]
+                log(
+                    f"  signed {k} pairs: {e['per_s']:.0f} commands/s, /unsigned "
+                    f"{e['vs_unsigned']} (rounds {', '.join(str(x) for x in e['round_vs_unsigned'])}); "
+                    f"per server CPU-second {e['per_cpu_s']:.0f}, /unsigned {e['cpu_vs_unsigned']}"
+                )
             for name, e in v["paths"].items():
                 vs = ", ".join(
                     f"/{label} {e[f'vs_{label}']} (rounds "
@@ -637,6 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         "sockets": scale_service["sockets"] if scale_service else None,
     }
     headline.update(path_headline(result, str(base)))
+    if "signed" in summary[str(base)]:
+        signed = summary[str(base)]["signed"]
+        headline["signed_per_s"] = signed["per_s"]
+        headline["signed_vs_unsigned"] = signed["vs_unsigned"]
+        headline["signed_cpu_vs_unsigned"] = signed["cpu_vs_unsigned"]
     result["headline"] = headline
     targets: dict[str, bool] = {
         f"ratio_{k}_pairs>=0.7": v is not None and v >= 0.7 for k, v in ratios.items()

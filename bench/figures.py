@@ -95,6 +95,18 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             entry[f"round_vs_{LABELS[other]}"] = ratios
         paths[name] = entry
     out["paths"] = paths
+    if "signed" in by:  # --sign-ab: the SQLite node with every seat signing
+        rounds = round_ratios(rows, "signed", "service")
+        signed_cpu = med("signed", "commands_per_cpu_s")
+        out["signed"] = {
+            "per_s": med("signed", "commands_per_s"),
+            "per_cpu_s": signed_cpu,
+            "vs_unsigned": _median(rounds),
+            "round_vs_unsigned": rounds,
+            "cpu_vs_unsigned": round(signed_cpu / out["service_per_cpu_s"], 3)
+            if out["service_per_cpu_s"]
+            else None,
+        }
     return out
 
 

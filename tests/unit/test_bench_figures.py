@@ -100,3 +100,19 @@ def test_the_headline_of_the_postgresql_paths() -> None:
     assert (
         path_headline({"summary": {"50": summarize(only)}, "latency": [], "scale": []}, "50") == {}
     )
+
+
+def test_signed_windows_are_compared_with_the_unsigned_ones_of_their_round() -> None:
+    rows = []
+    # --sign-ab: round 1 is disturbed; the signed/unsigned ratio inside each round holds
+    for rnd, speed in enumerate((1.0, 0.5, 1.0)):
+        rows += [
+            _row("service", rnd, 5_000 * speed, per_cpu_s=5_000),
+            _row("signed", rnd, 4_000 * speed, per_cpu_s=4_500),
+            _row("ceiling", rnd, 8_000 * speed),
+        ]
+    s = summarize(rows)
+    assert s["signed"]["round_vs_unsigned"] == [0.8, 0.8, 0.8]
+    assert s["signed"]["vs_unsigned"] == 0.8
+    assert s["signed"]["cpu_vs_unsigned"] == 0.9
+    assert "signed" not in summarize([r for r in rows if r["server"] != "signed"])
