@@ -26,9 +26,8 @@ ends the server process that ran it (`pg_terminate_backend`, waiting for it
 to exit, so an orphaned call cannot commit later), then looks for each
 commit's last event and answers success, `Conflict` or `Unavailable`
 accordingly; if the call provably changed nothing and the link was a stale
-pooled one, it is sent once more on a fresh connection.
-
-The schema and its migrations: postgres_schema.py; error classes: postgres_errors.py.
+pooled one, it is sent once more on a fresh connection. Schema and migrations:
+postgres_schema.py; errors: postgres_errors.py; reads: postgres_reads.py.
 """
 
 from __future__ import annotations
@@ -42,22 +41,20 @@ import asyncpg
 import orjson
 import structlog
 
-from . import postgres_commit, postgres_outbox
-from .base import (
-    CREATE_SCOPE,
-    Commit,
-    Conflict,
-    IdempotencyRecord,
-    StoredRoom,
-    Unavailable,
-    room_of_scope,
+from . import postgres_commit, postgres_outbox, postgres_reads, postgres_schema
+from .base import Commit, Conflict, IdempotencyRecord, StoredRoom, Unavailable
+from .postgres_errors import (
+    BROKEN,
+    CONFLICT_ERRORS,
+    RETRYABLE,
+    VALUE_ERRORS,
+    CommitOutcomeUnknown,
+    NothingCommitted,
 )
-from .postgres_errors import BROKEN, CONFLICT_ERRORS, RETRYABLE, VALUE_ERRORS
 from .postgres_schema import (  # noqa: F401 - re-exported: tests and operations use them here
     MIGRATIONS,
     SCHEMA_VERSION,
     SchemaTooNew,
-    main,
     migrate,
     redact,
     schema_version,
@@ -66,38 +63,11 @@ from .postgres_schema import (  # noqa: F401 - re-exported: tests and operations
 T = TypeVar("T")
 log = structlog.get_logger("settlement.store")
 
-MAX_SEQ = 2**63 - 1
-ROOM = "SELECT room FROM rooms WHERE connection_id = $1"  # the room's number (schema 5)
 MAX_BATCH = 64  # commits per call at most
-IDEMPOTENCY_COLUMNS = ("scope", "request_id", "connection_id", "fingerprint", "ack", "token_nonce")
-# A room in one statement (one round trip; one statement sees one snapshot, so
-# the events, seats and records agree): each as arrays, None for no such room.
-LOAD_ROOM = (
-    "WITH r AS (SELECT room FROM rooms WHERE connection_id = $1) SELECT "
-    "(SELECT array_agg(body ORDER BY seq) FROM events WHERE room = (SELECT room FROM r))"
-    " AS events, "
-    "(SELECT array_agg(party ORDER BY party) FROM seats WHERE room = (SELECT room FROM r))"
-    " AS parties, "
-    "(SELECT array_agg(token_hash ORDER BY party) FROM seats WHERE room = (SELECT room FROM r))"
-    " AS token_hashes, "
-    + ", ".join(
-        f"(SELECT array_agg({c} ORDER BY scope, request_id) FROM idempotency "
-        f"WHERE room = (SELECT room FROM r)) AS {c}"
-        for c in IDEMPOTENCY_COLUMNS
-    )
-)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """The pool's reset between uses: nothing to send (no LISTEN, SET or session locks)."""
-
-
-class _CommitOutcomeUnknown(Exception):
-    """The connection failed while the commit's call was in flight."""
-
-    def __init__(self, backend: tuple[int, Any]) -> None:
-        super().__init__(backend)
-        self.backend = backend  # (server pid, its backend_start or None)
 
 
 class PostgresStore:
@@ -203,7 +173,7 @@ class PostgresStore:
             try:
                 yield conn
             except BaseException as exc:
-                cause = exc.__cause__ if isinstance(exc, _CommitOutcomeUnknown) else exc
+                cause = exc.__cause__ if isinstance(exc, CommitOutcomeUnknown) else exc
                 if isinstance(cause, BROKEN) and not isinstance(cause, VALUE_ERRORS):
                     try:
                         conn.terminate()
@@ -277,10 +247,10 @@ class PostgresStore:
         for attempt in (0, 1):
             try:
                 return await self._call(changes)
-            except _CommitOutcomeUnknown as exc:
+            except CommitOutcomeUnknown as exc:
                 outcomes = await self._settle_unknown(changes, exc)
                 cause = exc.__cause__
-                retry = [i for i, o in enumerate(outcomes) if isinstance(o, _NothingCommitted)]
+                retry = [i for i, o in enumerate(outcomes) if isinstance(o, NothingCommitted)]
                 if attempt or not isinstance(cause, RETRYABLE) or len(retry) < len(changes):
                     return outcomes
                 log.info("store_retry_stale_connection", error=repr(cause))
@@ -314,7 +284,7 @@ class PostgresStore:
             except VALUE_ERRORS:
                 raise
             except BROKEN as exc:
-                raise _CommitOutcomeUnknown(backend) from exc
+                raise CommitOutcomeUnknown(backend) from exc
         outcomes: list[BaseException | None] = [None] * len(changes)
         for i, ok in zip(order, written, strict=True):
             if not ok:
@@ -328,7 +298,7 @@ class PostgresStore:
         return written
 
     async def _settle_unknown(
-        self, changes: list[Commit], unknown: _CommitOutcomeUnknown
+        self, changes: list[Commit], unknown: CommitOutcomeUnknown
     ) -> list[BaseException | None]:
         """The call was sent and the link failed: find out whether it took effect.
 
@@ -387,7 +357,7 @@ class PostgresStore:
             last = c.events[-1]
             body = stored.get((last["connection_id"], last["seq"]))
             if body is None:
-                outcomes.append(_NothingCommitted(f"PostgreSQL: nothing committed: {cause!r}"))
+                outcomes.append(NothingCommitted(f"PostgreSQL: nothing committed: {cause!r}"))
             elif body == orjson.dumps(last).decode():
                 log.info("commit_outcome_committed", connection_id=c.connection_id)
                 outcomes.append(None)
@@ -395,98 +365,33 @@ class PostgresStore:
                 outcomes.append(Conflict(f"{c.connection_id}: seq {last['seq']} taken"))
         return outcomes
 
-    # -- reads --------------------------------------------------------------
+    # -- reads (the queries: postgres_reads.py) ------------------------------
+
+    async def _read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async def op() -> T:
+            async with self._connection() as conn:
+                return await query(conn, *args)
+
+        return await self._with_retry(op)
 
     async def load_room(self, connection_id: str) -> StoredRoom | None:
-        async def op() -> StoredRoom | None:
-            async with self._connection() as conn:
-                row = await conn.fetchrow(LOAD_ROOM, connection_id)
-            if row is None or row["events"] is None:
-                return None
-            hashes: dict[str, str | None] = {"A": None, "B": None}
-            hashes.update(zip(row["parties"] or (), row["token_hashes"] or (), strict=True))
-            columns = [row[name] or () for name in IDEMPOTENCY_COLUMNS]
-            records = [IdempotencyRecord(*fields) for fields in zip(*columns, strict=True)]
-            return StoredRoom([orjson.loads(body) for body in row["events"]], hashes, records)
-
-        return await self._with_retry(op)
+        return await self._read(postgres_reads.load_room, connection_id)
 
     async def events(self, connection_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        after = max(min(after_seq, MAX_SEQ), -MAX_SEQ)
-        lim = None if limit < 0 else min(limit, MAX_SEQ)  # SQLite: a negative limit is none
-
-        async def op() -> list[dict[str, Any]]:
-            async with self._connection() as conn:
-                rows = await conn.fetch(
-                    f"SELECT body FROM events WHERE room = ({ROOM}) AND seq > $2 "
-                    "ORDER BY seq LIMIT $3",
-                    connection_id,
-                    after,
-                    lim,
-                )
-            return [orjson.loads(r["body"]) for r in rows]
-
-        return await self._with_retry(op)
+        return await self._read(postgres_reads.events, connection_id, after_seq, limit)
 
     async def idempotency(self, scope: str, request_id: str) -> IdempotencyRecord | None:
-        async def op() -> IdempotencyRecord | None:
-            async with self._connection() as conn:
-                if scope == CREATE_SCOPE:  # its own index; other scopes name their room
-                    row = await conn.fetchrow(
-                        "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
-                        "WHERE scope = $1 AND request_id = $2",
-                        scope,
-                        request_id,
-                    )
-                else:
-                    row = await conn.fetchrow(
-                        "SELECT connection_id, fingerprint, ack, token_nonce FROM idempotency "
-                        f"WHERE room = ({ROOM.replace('$1', '$3')}) "
-                        "AND scope = $1 AND request_id = $2",
-                        scope,
-                        request_id,
-                        room_of_scope(scope),
-                    )
-            if row is None:
-                return None
-            return IdempotencyRecord(
-                scope,
-                request_id,
-                row["connection_id"],
-                row["fingerprint"],
-                row["ack"],
-                row["token_nonce"],
-            )
-
-        return await self._with_retry(op)
+        return await self._read(postgres_reads.idempotency, scope, request_id)
 
     async def ping(self) -> bool:
-        async def op() -> bool:
-            async with self._connection() as conn:
-                return bool(await conn.fetchval("SELECT 1", timeout=self.connect_timeout) == 1)
-
         try:
-            return await self._with_retry(op)
+            return await self._read(postgres_reads.ping, self.connect_timeout)
         except Unavailable:
             return False
 
     async def count_open_rooms(self) -> int:
-        async def op() -> int:
-            async with self._connection() as conn:
-                return int(
-                    await conn.fetchval("SELECT count(*) FROM rooms WHERE status != 'settled'")
-                )
-
-        return await self._with_retry(op)
-
-
-class _NothingCommitted(Unavailable):
-    """The link failed during the call, and the call is known to have changed nothing."""
+        return await self._read(postgres_reads.count_open_rooms)
 
 
 if __name__ == "__main__":  # python -m settlement.store.postgres postgresql://...
-    import sys
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m settlement.store.postgres postgresql://user@host:port/db")
-    asyncio.run(main(sys.argv[1]))
+    postgres_schema.cli()

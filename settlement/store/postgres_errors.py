@@ -3,7 +3,11 @@ stale socket, a refused value, a conflict."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
+
+from .base import Unavailable
 
 # The server or the link to it failed: nothing this session did is committed.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -37,3 +41,15 @@ CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.UniqueViolationError,
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
 )
+
+
+class CommitOutcomeUnknown(Exception):
+    """The connection failed while the commit's call was in flight."""
+
+    def __init__(self, backend: tuple[int, Any]) -> None:
+        super().__init__(backend)
+        self.backend = backend  # (server pid, its backend_start or None)
+
+
+class NothingCommitted(Unavailable):
+    """The link failed during the call, and the call is known to have changed nothing."""

@@ -4,6 +4,7 @@ every message about the database uses."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -128,3 +129,16 @@ async def main(url: str) -> None:
     finally:
         await conn.close()
     print(f"{redact(url)}: schema version {before} -> {after}")
+
+
+def cli() -> None:
+    """`python -m settlement.store.postgres URL`: bring a database's schema up to date."""
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m settlement.store.postgres postgresql://user@host:port/db")
+    asyncio.run(main(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    cli()
