@@ -29,7 +29,9 @@ class Cluster:
         self.nodes = [
             ServerProcess(
                 folder,
-                {"SETTLEMENT_NODE_TTL": "3"},
+                # Racing bots send as fast as they can: the per-socket limit (tested in
+                # tests/protocol) would answer some of them rate_limited here.
+                {"SETTLEMENT_NODE_TTL": "3", "SETTLEMENT_RATE": "1000", "SETTLEMENT_BURST": "1000"},
                 database_url=database_url,
                 extra_args=["--redis", redis.url, "--key-dir", str(keys)],
             )
